@@ -1,0 +1,101 @@
+"""Command-line plumbing shared by the scripts: common options, logging, one-line errors, exit codes.
+
+Every multi-word flag takes both spellings, the article's snake_case and kebab-case
+(`--clip_weight` and `--clip-weight`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+import columns as col
+from csv_io import InputError
+from image_fetch import FetchConfig, default_cache_dir
+from model_loading import WeightsMissingError
+
+EXIT_OK = 0
+EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
+EXIT_USAGE = 2  # bad arguments or unusable input; nothing was written
+EXIT_NO_WEIGHTS = 3  # model weights could not be found or downloaded
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 all rows scored; 1 finished, some rows have status=error; "
+    "2 bad arguments or input (nothing written); 3 model weights missing"
+)
+
+log = logging.getLogger("aigc_eval")
+
+
+def flags(name: str) -> list[str]:
+    """['--some-name', '--some_name'] for a multi-word option, ['--name'] otherwise."""
+    kebab, snake = f"--{name}", f"--{name.replace('-', '_')}"
+    return [kebab] if kebab == snake else [kebab, snake]
+
+
+def new_parser(doc: str | None, epilog: str = "") -> argparse.ArgumentParser:
+    """A parser whose help shows defaults, the module docstring and the exit codes."""
+    return argparse.ArgumentParser(
+        description=doc,
+        epilog=f"{epilog}\n\n{EXIT_CODES_HELP}".strip(),
+        formatter_class=type("Formatter", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
+    )
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """--id-col, --prompt-col, --image-col: the input's column names."""
+    parser.add_argument(*flags("id-col"), dest="id_col", default=col.ID, help="column with the row id")
+    parser.add_argument(*flags("prompt-col"), dest="prompt_col", default=col.PROMPT, help="column with the prompt")
+    parser.add_argument(*flags("image-col"), dest="image_col", default=col.IMAGE_URL, help="column with the image URL or local path")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """Device, batch size, fetching and cache options, and --quiet."""
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(*flags("batch-size"), dest="batch_size", type=int, default=batch_size, help="images per model batch")
+    parser.add_argument("--workers", type=int, default=4, help="threads fetching and decoding images")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed for one image download")
+    parser.add_argument("--retries", type=int, default=3, help="retries for connection errors, timeouts and HTTP 5xx")
+    parser.add_argument(*flags("max-image-mb"), dest="max_image_mb", type=float, default=50.0, help="largest image download in MiB")
+    parser.add_argument(*flags("cache-dir"), dest="cache_dir", type=Path, default=None,
+                        help=f"downloaded-image cache (default: ${'{'}AIGC_EVAL_CACHE{'}'} or {default_cache_dir()})")
+    parser.add_argument(*flags("no-cache"), dest="no_cache", action="store_true", help="do not read or write the image cache")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines on stderr")
+
+
+def fetch_config_from(args: argparse.Namespace) -> FetchConfig:
+    """The FetchConfig the runtime options describe."""
+    if args.timeout <= 0 or args.retries < 0 or args.max_image_mb <= 0:
+        raise ValueError("--timeout and --max-image-mb must be positive and --retries not negative")
+    return FetchConfig(
+        timeout=args.timeout,
+        retries=args.retries,
+        max_bytes=int(args.max_image_mb * 1024 * 1024),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+    )
+
+
+def setup_logging(quiet: bool) -> None:
+    """Log lines to stderr; --quiet keeps only warnings."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO, format="%(message)s", force=True)
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a script body, turning expected failures into one line on stderr and an exit code."""
+    try:
+        return body()
+    except WeightsMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}".replace(": : ", ": "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was replaced", file=sys.stderr)
+        return 130

@@ -1,0 +1,232 @@
+"""Fetching and decoding the images both evaluators score: one path, one cache.
+
+Reads: http(s) URLs (with timeouts, retries for connection errors and 5xx, a size cap) and
+local paths. Writes: a content-addressed cache (`<cache>/blobs/ab/<sha256>`, and
+`<cache>/urls/<sha256 of url>` holding the blob's hash) so a second run or the second
+metric does not download again. Decoding applies EXIF orientation, composites
+transparency onto white and turns every mode into 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import requests
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from csv_io import write_bytes_atomic
+
+CACHE_ENV = "AIGC_EVAL_CACHE"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "aigc-image-eval" / "images"
+USER_AGENT = "aigc-image-eval/1.0 (+image quality scoring)"
+
+
+class ImageError(Exception):
+    """An image could not be fetched or decoded; the message is a one-line reason."""
+
+
+def default_cache_dir() -> Path:
+    """The image cache folder: $AIGC_EVAL_CACHE, else ~/.cache/aigc-image-eval/images."""
+    return Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else DEFAULT_CACHE_DIR
+
+
+@dataclass
+class FetchConfig:
+    """How images are fetched; `cache_dir=None` turns the cache off."""
+
+    timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 64_000_000
+    max_redirects: int = 5
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
+
+
+class ImageCache:
+    """Content-addressed blobs plus a URL -> content-hash index, both on disk."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _url_key(self, url: str) -> Path:
+        digest = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        return self.root / "urls" / digest[:2] / digest
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def get(self, url: str) -> bytes | None:
+        try:
+            digest = self._url_key(url).read_text().strip()
+            data = self._blob(digest).read_bytes()
+        except OSError:
+            return None
+        # A blob damaged on disk is treated as absent rather than scored.
+        return data if hashlib.sha256(data).hexdigest() == digest else None
+
+    def put(self, url: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            blob = self._blob(digest)
+            if not blob.exists():
+                write_bytes_atomic(blob, data, fsync=False)
+            write_bytes_atomic(self._url_key(url), digest.encode(), fsync=False)
+        except OSError:
+            pass  # a cache that cannot be written only costs a later download
+
+
+def _session(config: FetchConfig) -> requests.Session:
+    session = requests.Session()
+    session.max_redirects = config.max_redirects
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _download(url: str, config: FetchConfig, session: requests.Session) -> bytes:
+    """One GET with a size cap and an overall deadline; raises ImageError or requests errors."""
+    deadline = time.monotonic() + config.timeout
+    with session.get(url, stream=True, timeout=config.timeout) as response:
+        if response.status_code >= 400:
+            raise ImageError(f"HTTP {response.status_code} {response.reason} for {url}")
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > config.max_bytes:
+            raise ImageError(f"{url} is {int(declared)} bytes, over the {config.max_bytes}-byte limit")
+        chunks, size = [], 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > config.max_bytes:
+                raise ImageError(f"{url} is over the {config.max_bytes}-byte limit")
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"download took longer than {config.timeout:g}s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def fetch_image_bytes(
+    source: str, config: FetchConfig, session: requests.Session | None = None, base_dir: Path | None = None
+) -> bytes:
+    """Return the bytes of an http(s) URL or a local file, from the cache when it has them.
+
+    A relative local path is taken relative to `base_dir` (the input CSV's folder) when given.
+
+    Retries connection errors, timeouts and 5xx with exponential backoff and jitter.
+    Raises ImageError with a one-line reason.
+    """
+    source = source.strip()
+    if not source:
+        raise ImageError("empty image reference")
+    scheme = urlparse(source).scheme.lower()
+    if scheme in ("http", "https"):
+        cache = ImageCache(config.cache_dir) if config.cache_dir else None
+        cached = cache.get(source) if cache else None
+        if cached is not None:
+            return cached
+        data = _download_with_retries(source, config, session or _session(config))
+        if cache:
+            cache.put(source, data)
+        return data
+    if scheme == "file":
+        source = urlparse(source).path
+    elif len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise ImageError(f"unsupported scheme {scheme}:// in {source}; use http, https or a local path")
+    path = Path(source).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise ImageError(f"no such file: {path}")
+    if path.stat().st_size > config.max_bytes:
+        raise ImageError(f"{path} is over the {config.max_bytes}-byte limit")
+    return path.read_bytes()
+
+
+def _download_with_retries(url: str, config: FetchConfig, session: requests.Session) -> bytes:
+    attempts = config.retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _download(url, config, session)
+        except requests.TooManyRedirects:
+            raise ImageError(f"too many redirects (more than {config.max_redirects}) for {url}") from None
+        except ImageError as exc:
+            transient = str(exc).startswith("HTTP 5")
+            reason = str(exc)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            transient = True
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+            reason = f"{kind} for {url}"
+        except requests.RequestException as exc:
+            raise ImageError(f"request failed for {url}: {type(exc).__name__}") from None
+        if not transient or attempt == attempts:
+            suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+            raise ImageError(reason + suffix)
+        time.sleep(config.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # Pillow's own conversion clips 16-bit values at 255, which turns photos white.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "I" or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels) -> Image.Image:
+    """Decode bytes into an 8-bit RGB image with EXIF orientation applied (first frame if animated).
+
+    Raises ImageError for empty, truncated, non-image or oversized (decompression bomb) data.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"image is {width}x{height} pixels, over the {max_pixels}-pixel limit (decompression bomb guard)")
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        hint = " (looks like an HTML page)" if head.startswith((b"<!doctype html", b"<html")) else ""
+        raise ImageError(f"not a recognised image format{hint}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from None
+
+
+def load_image(
+    source: str, config: FetchConfig, session: requests.Session | None = None, base_dir: Path | None = None
+) -> Image.Image:
+    """Fetch and decode one image into RGB; raises ImageError."""
+    return decode_image(fetch_image_bytes(source, config, session, base_dir), config.max_pixels)
+
+
+def new_session(config: FetchConfig) -> requests.Session:
+    """A requests session with this config's redirect limit and user agent."""
+    return _session(config)

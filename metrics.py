@@ -1,0 +1,98 @@
+"""Pure metric maths: embeddings to CLIPScore, logits to Inception Score, scores to a total.
+
+No model loading and no I/O here; every function states the exact definition it computes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+IS_SHUFFLE_SEED = 2020  # torch-fidelity's default rng_seed
+DEFAULT_IS_SPLITS = 10
+DEFAULT_CLIP_CEILING = 0.6  # the article: cosine scores concentrate in 0..0.6
+
+
+def clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """CLIPScore as the article uses it: cos(image_i, text_i) for each row i.
+
+    Both inputs are (N, D); each row is L2-normalised in float64 before the dot product,
+    so the result lies in -1..1. This is neither Hessel et al.'s 2.5 * max(cos, 0) nor
+    torchmetrics' 100 * cos: multiply by those factors to compare.
+    """
+    if image_emb.shape != text_emb.shape or image_emb.dim() != 2:
+        raise ValueError(
+            f"expected two (N, D) embeddings of the same shape, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
+    image = torch.nn.functional.normalize(image_emb.double(), dim=1)
+    text = torch.nn.functional.normalize(text_emb.double(), dim=1)
+    return (image * text).sum(dim=1)
+
+
+def _log_marginal(log_p: torch.Tensor) -> torch.Tensor:
+    """log of the mean of exp(log_p) over rows, without leaving log space."""
+    return torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+
+
+def _mean_kl(log_p: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(p || mean p) for one chunk of log-probabilities."""
+    kl = log_p.exp() * (log_p - _log_marginal(log_p))
+    return kl.sum(dim=1)
+
+
+def inception_score(
+    logits: torch.Tensor, splits: int = DEFAULT_IS_SPLITS, shuffle: bool = True, seed: int = IS_SHUFFLE_SEED
+) -> tuple[float, float]:
+    """Inception Score of (N, C) logits, exactly as torch_fidelity.metric_isc defines it.
+
+    Rows are permuted with numpy.random.RandomState(seed).permutation(N) when `shuffle`,
+    cast to float64 and cut into `splits` chunks [i*N//splits, (i+1)*N//splits). For each
+    chunk, IS_k = exp(mean_i KL(p(y|x_i) || p_k(y))) with p_k the chunk's mean prediction.
+    Returns (mean of IS_k, population std of IS_k). Computed from log-softmax, so
+    probabilities that underflow to 0 give a finite score where torch-fidelity gives NaN.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"expected logits of shape (N, C), got {tuple(logits.shape)}")
+    n = logits.shape[0]
+    if not 1 <= splits <= n:
+        raise ValueError(f"splits must be between 1 and the number of images ({n}), got {splits}")
+    if shuffle:
+        logits = logits[np.random.RandomState(seed).permutation(n), :]
+    log_p = logits.double().log_softmax(dim=1)
+    scores = [
+        _mean_kl(log_p[i * n // splits : (i + 1) * n // splits]).mean().exp().item() for i in range(splits)
+    ]
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def per_image_kl(logits: torch.Tensor) -> torch.Tensor:
+    """KL(p(y|x_i) || p(y)) in nats for each row, p(y) being the mean prediction of all rows.
+
+    exp of the mean of these is the one-split Inception Score of the whole batch.
+    """
+    return _mean_kl(logits.double().log_softmax(dim=1))
+
+
+def normalise_clip(score: float, ceiling: float = DEFAULT_CLIP_CEILING) -> float:
+    """Map a cosine CLIPScore to 0..1: clip to [0, ceiling], then divide by ceiling."""
+    return min(max(score, 0.0), ceiling) / ceiling
+
+
+def normalise_kl(kl: float, num_classes: int) -> float:
+    """Map a per-image KL to 0..1: divide by ln(num_classes) and clip to [0, 1].
+
+    ln(num_classes) is the largest mean KL a batch can reach (IS is at most num_classes);
+    a single image can exceed it slightly, hence the clip.
+    """
+    return min(max(kl / math.log(num_classes), 0.0), 1.0)
+
+
+def weighted_total(clip_norm: float, is_norm: float, clip_weight: float, is_weight: float) -> float:
+    """(clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight), in 0..1."""
+    if clip_weight < 0 or is_weight < 0:
+        raise ValueError(f"weights must not be negative, got clip_weight={clip_weight} and is_weight={is_weight}")
+    if clip_weight + is_weight == 0:
+        raise ValueError("clip_weight and is_weight are both 0; give at least one a positive weight")
+    return (clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight)

@@ -1,0 +1,132 @@
+"""Loading the two models, from local files or by download, with errors that say what to fetch.
+
+Reads: Chinese-CLIP checkpoints `clip_cn_<model>.pt` from cn_clip's download root (default
+~/.cache/clip), and the torchvision Inception-v3 IMAGENET1K_V1 state_dict from torch's hub
+cache or a path given by the user. On a machine with network access both are downloaded by
+the libraries' own code on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+CLIP_DEFAULT_MODEL = "ViT-B-16"
+CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default download root
+
+
+class WeightsMissingError(RuntimeError):
+    """Model weights are neither on disk nor downloadable; the message names the file and place."""
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """Check a --device value, raising ValueError when it cannot be used here."""
+    device = device or default_device()
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    return resolved
+
+
+def clip_model_names() -> list[str]:
+    """Names cn_clip can load by name (its `available_models()`)."""
+    from cn_clip.clip import available_models
+
+    return list(available_models())
+
+
+def clip_checkpoint_path(name: str, model_dir: str | Path | None) -> Path:
+    """Where cn_clip looks for the checkpoint of `name` (for ViT-B-16: clip_cn_vit-b-16.pt)."""
+    from cn_clip.clip.utils import _MODELS
+
+    return Path(model_dir or CLIP_DEFAULT_DIR).expanduser() / _MODELS[name][1]
+
+
+def load_chinese_clip(name: str, model_dir: str | Path | None, device: torch.device):
+    """Load a Chinese-CLIP model in eval mode and fp32 with cn_clip's `load_from_name`.
+
+    Returns (model, image_transform). Downloads into `model_dir` when the checkpoint is
+    missing there; raises WeightsMissingError when that fails.
+    """
+    from cn_clip.clip import load_from_name
+    from cn_clip.clip.utils import _MODELS
+
+    if name not in _MODELS:
+        raise ValueError(f"--model {name}: not a Chinese-CLIP model; choose from {', '.join(_MODELS)}")
+    target = clip_checkpoint_path(name, model_dir)
+    repo = _MODELS[name][0]
+    try:
+        # cn_clip prints its config to stdout, which is kept for data.
+        with contextlib.redirect_stdout(sys.stderr):
+            model, transform = load_from_name(name, device="cpu", download_root=str(target.parent))
+    except Exception as exc:  # the hub client raises many types when offline
+        if target.is_file():
+            raise WeightsMissingError(f"{target}: cannot load Chinese-CLIP checkpoint ({type(exc).__name__}: {exc})") from None
+        raise WeightsMissingError(
+            f"Chinese-CLIP weights not found: expected {target} and could not download it "
+            f"({type(exc).__name__}). Download {target.name} from https://huggingface.co/OFA-Sys/{repo} "
+            f"and put it at {target}, or pass --model-dir with the folder that holds it."
+        ) from None
+    # load_from_name leaves the model in training mode: dropout and batch-norm statistics
+    # would make a score depend on its batch neighbours.
+    model = model.float().eval().to(device)
+    return model, transform
+
+
+def inception_checkpoint_path() -> Path:
+    """Where torchvision caches the IMAGENET1K_V1 Inception-v3 state_dict."""
+    from torchvision.models import Inception_V3_Weights
+
+    url = Inception_V3_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def load_inception(weights_path: str | Path | None, device: torch.device):
+    """Load torchvision's Inception-v3 ImageNet classifier in eval mode.
+
+    With `weights_path`, reads that state_dict file; otherwise uses torchvision's
+    IMAGENET1K_V1 weights (downloaded to torch's hub cache on first use). Returns
+    (model, category names). Raises WeightsMissingError when no weights can be had.
+    """
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    weights = Inception_V3_Weights.IMAGENET1K_V1
+    categories = list(weights.meta["categories"])
+    if weights_path is None:
+        target = inception_checkpoint_path()
+        try:
+            model = inception_v3(weights=weights, progress=False)
+        except Exception as exc:
+            raise WeightsMissingError(
+                f"Inception-v3 weights not found: expected {target} and could not download it "
+                f"({type(exc).__name__}). Download {weights.url} and put it at {target}, "
+                f"or pass --weights PATH to a local state_dict file."
+            ) from None
+    else:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise WeightsMissingError(f"--weights {path}: no such file; give the path of an Inception-v3 state_dict (.pth)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            has_aux = any(key.startswith("AuxLogits.") for key in state)
+            model = inception_v3(
+                weights=None, aux_logits=has_aux, init_weights=False, transform_input=True, num_classes=len(categories)
+            )
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise WeightsMissingError(f"--weights {path}: not an Inception-v3 ImageNet state_dict ({type(exc).__name__}: {str(exc)[:200]})") from None
+    model.aux_logits = False
+    model.AuxLogits = None
+    return model.eval().to(device), categories
