@@ -9,8 +9,9 @@ the libraries' own code on first use.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -67,9 +68,10 @@ def load_chinese_clip(name: str, model_dir: str | Path | None, device: torch.dev
         raise ValueError(f"--model {name}: not a Chinese-CLIP model; choose from {', '.join(_MODELS)}")
     target = clip_checkpoint_path(name, model_dir)
     repo = _MODELS[name][0]
+    chatter = io.StringIO()
     try:
-        # cn_clip prints its config to stdout, which is kept for data.
-        with contextlib.redirect_stdout(sys.stderr):
+        # cn_clip prints its whole config to stdout, which is kept for data; it goes to the debug log.
+        with contextlib.redirect_stdout(chatter):
             model, transform = load_from_name(name, device="cpu", download_root=str(target.parent))
     except Exception as exc:  # the hub client raises many types when offline
         if target.is_file():
@@ -79,6 +81,8 @@ def load_chinese_clip(name: str, model_dir: str | Path | None, device: torch.dev
             f"({type(exc).__name__}). Download {target.name} from https://huggingface.co/OFA-Sys/{repo} "
             f"and put it at {target}, or pass --model-dir with the folder that holds it."
         ) from None
+    finally:
+        logging.getLogger("aigc_eval").debug("%s", chatter.getvalue().strip())
     # load_from_name leaves the model in training mode: dropout and batch-norm statistics
     # would make a score depend on its batch neighbours.
     model = model.float().eval().to(device)

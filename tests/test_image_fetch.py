@@ -1,0 +1,103 @@
+"""One fetch-and-decode path against a real HTTP server on loopback serving hostile images."""
+
+import numpy as np
+import pytest
+
+from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes, load_image
+
+
+@pytest.fixture
+def config(tmp_path):
+    return FetchConfig(timeout=1.0, retries=1, backoff=0.01, max_bytes=2_000_000, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("/truncated.jpg", "cannot decode image"),
+        ("/empty.png", "empty file"),
+        ("/page.html", "looks like an HTML page"),
+        ("/bomb.png", "decompression bomb"),
+        ("/missing.png", "HTTP 404"),
+        ("/slow.jpg", "timed out"),
+        ("/loop", "too many redirects"),
+    ],
+)
+def test_bad_images_give_one_line_reasons(image_server, config, path, reason):
+    base, _ = image_server
+    with pytest.raises(ImageError, match=reason) as info:
+        load_image(base + path, config)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["/good.jpg", "/cmyk.jpg", "/grey.jpg", "/animated.gif", "/rgba.png", "/palette-alpha.png", "/grey16.png", "/exif.jpg"])
+def test_every_mode_becomes_rgb(image_server, config, path):
+    base, _ = image_server
+    image = load_image(base + path, config)
+    assert image.mode == "RGB" and image.width > 0
+
+
+def test_transparency_is_composited_onto_white(image_server, config):
+    base, _ = image_server
+    for path in ("/rgba.png", "/palette-alpha.png"):
+        pixels = np.asarray(load_image(base + path, config))
+        assert tuple(pixels[0, 0]) == (255, 255, 255), path  # transparent corner
+    centre = np.asarray(load_image(base + "/rgba.png", config))[32, 32]
+    assert tuple(centre) == (0, 0, 255)
+
+
+def test_sixteen_bit_is_scaled_not_clipped(image_server, config):
+    base, _ = image_server
+    value = np.asarray(load_image(base + "/grey16.png", config))[0, 0, 0]
+    assert value == 128  # 32768 / 65535 of full scale; a naive convert gives 255
+
+
+def test_exif_orientation_is_applied(image_server, config):
+    base, _ = image_server
+    assert load_image(base + "/exif.jpg", config).size == (50, 100)  # stored 100x50, rotated for display
+
+
+def test_oversized_download_is_refused(image_server, config):
+    base, _ = image_server
+    config.max_bytes = 1000
+    with pytest.raises(ImageError, match="limit"):
+        fetch_image_bytes(base + "/good.jpg", config)
+
+
+def test_server_errors_are_retried(image_server, config):
+    base, hits = image_server
+    assert load_image(base + "/flaky.jpg", config).size == (120, 90)
+    assert hits["/flaky.jpg"] == 2
+
+
+def test_cache_serves_the_second_fetch(image_server, config):
+    base, hits = image_server
+    first = fetch_image_bytes(base + "/good.jpg", config)
+    second = fetch_image_bytes(base + "/good.jpg", config)
+    assert first == second and hits["/good.jpg"] == 1
+    assert list((config.cache_dir / "blobs").rglob("*"))  # content-addressed blob written
+    config.cache_dir = None
+    fetch_image_bytes(base + "/good.jpg", config)
+    assert hits["/good.jpg"] == 2
+
+
+def test_local_paths_and_schemes(tmp_path, config, image_files):
+    assert fetch_image_bytes(str(image_files[0]), config) == image_files[0].read_bytes()
+    assert fetch_image_bytes(image_files[0].name, config, base_dir=tmp_path) == image_files[0].read_bytes()
+    assert fetch_image_bytes(image_files[0].as_uri(), config) == image_files[0].read_bytes()
+    with pytest.raises(ImageError, match="unsupported scheme ftp"):
+        fetch_image_bytes("ftp://example.com/a.png", config)
+    with pytest.raises(ImageError, match="no such file"):
+        fetch_image_bytes(str(tmp_path / "absent.png"), config)
+    with pytest.raises(ImageError, match="empty image reference"):
+        fetch_image_bytes("  ", config)
+
+
+def test_connection_refused_is_reported(config):
+    with pytest.raises(ImageError, match="connection failed .*after 2 attempts"):
+        fetch_image_bytes("http://127.0.0.1:9/x.png", config)
+
+
+def test_decode_rejects_non_images():
+    with pytest.raises(ImageError, match="not a recognised image"):
+        decode_image(b"GIF89a-not-really")

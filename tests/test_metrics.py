@@ -1,0 +1,97 @@
+"""The pure maths: hand-checkable cases and agreement with torch-fidelity."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_isc import isc_features_to_metric
+
+from metrics import (
+    clip_score,
+    inception_score,
+    normalise_clip,
+    normalise_kl,
+    per_image_kl,
+    weighted_total,
+)
+
+
+@pytest.mark.parametrize("n, classes, splits", [(100, 1000, 10), (37, 10, 3), (500, 1008, 10), (5, 4, 1)])
+def test_inception_score_matches_torch_fidelity(n, classes, splits):
+    logits = torch.randn(n, classes, generator=torch.Generator().manual_seed(n)) * 3
+    ours = inception_score(logits, splits=splits)
+    reference = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=2020)
+    assert ours[0] == pytest.approx(reference["inception_score_mean"], abs=1e-6)
+    assert ours[1] == pytest.approx(reference["inception_score_std"], abs=1e-6)
+
+
+def test_inception_score_without_shuffle_matches_torch_fidelity():
+    logits = torch.randn(40, 20, generator=torch.Generator().manual_seed(1))
+    ours = inception_score(logits, splits=4, shuffle=False)
+    reference = isc_features_to_metric(logits, splits=4, shuffle=False)
+    assert ours == pytest.approx((reference["inception_score_mean"], reference["inception_score_std"]), abs=1e-6)
+
+
+def test_uniform_predictions_give_one():
+    mean, std = inception_score(torch.zeros(50, 1000), splits=5)
+    assert mean == pytest.approx(1.0, abs=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_confident_distinct_classes_give_number_of_classes():
+    n = 8
+    logits = torch.full((n, n), -30.0)
+    logits[torch.arange(n), torch.arange(n)] = 30.0
+    mean, std = inception_score(logits, splits=1)
+    assert mean == pytest.approx(n, rel=1e-6)
+    assert std == 0.0
+
+
+def test_underflowing_probabilities_stay_finite_where_torch_fidelity_gives_nan():
+    logits = torch.full((6, 3), -2000.0)
+    logits[torch.arange(6), torch.arange(6) % 2] = 0.0  # class 2 has probability exactly 0 everywhere
+    reference = isc_features_to_metric(logits, splits=1, shuffle=False)
+    assert math.isnan(reference["inception_score_mean"])
+    mean, _ = inception_score(logits, splits=1)
+    assert mean == pytest.approx(2.0, rel=1e-9)  # two equally used classes, each image certain
+
+
+def test_per_image_kl_is_the_log_of_one_split_inception_score():
+    logits = torch.randn(30, 50, generator=torch.Generator().manual_seed(3)) * 2
+    kl = per_image_kl(logits)
+    assert kl.shape == (30,)
+    assert (kl >= -1e-12).all()
+    assert math.exp(kl.mean().item()) == pytest.approx(inception_score(logits, splits=1)[0], rel=1e-9)
+
+
+def test_inception_score_rejects_bad_splits():
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(torch.zeros(3, 10), splits=4)
+    with pytest.raises(ValueError, match="shape"):
+        inception_score(torch.zeros(10), splits=1)
+
+
+def test_clip_score_is_cosine_similarity():
+    image = torch.tensor([[1.0, 0.0], [3.0, 4.0], [1.0, 1.0], [2.0, 0.0]])
+    text = torch.tensor([[5.0, 0.0], [-3.0, -4.0], [1.0, -1.0], [1.0, math.sqrt(3.0)]], dtype=torch.float64)
+    assert clip_score(image, text).tolist() == pytest.approx([1.0, -1.0, 0.0, 0.5], abs=1e-12)
+
+
+def test_clip_score_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        clip_score(torch.zeros(2, 4), torch.zeros(3, 4))
+
+
+def test_normalisation_and_weighting():
+    assert normalise_clip(0.3) == pytest.approx(0.5)
+    assert normalise_clip(-0.2) == 0.0
+    assert normalise_clip(0.9) == 1.0
+    assert normalise_kl(math.log(1000) / 2, 1000) == pytest.approx(0.5)
+    assert normalise_kl(10.0, 1000) == 1.0
+    assert weighted_total(1.0, 0.0, 0.6, 0.4) == pytest.approx(0.6)
+    assert weighted_total(0.5, 0.5, 3, 1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="negative"):
+        weighted_total(1, 1, -0.1, 1)
+    with pytest.raises(ValueError, match="both 0"):
+        weighted_total(1, 1, 0, 0)
