@@ -61,13 +61,31 @@ def clip_dir_vit(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    """A random-initialised torchvision Inception-v3 state_dict with the released keys (AuxLogits included)."""
+    """A random-initialised torchvision Inception-v3 state_dict with the released keys (AuxLogits included).
+
+    Plain random init explodes activations (batch-norm statistics of 0 and 1), so the
+    statistics are calibrated on a few photos and the classifier centred and scaled, giving
+    logits of a few units that differ between images, as a trained classifier's do.
+    """
     from torchvision.models import inception_v3
+
+    from evaluate_is import inception_transform
 
     torch.manual_seed(0)
     model = inception_v3(weights=None, aux_logits=True, init_weights=True)
-    # Spread the classifier so random images fall into different classes and IS is not trivially 1.
-    torch.nn.init.normal_(model.fc.weight, std=0.5)
+    calibration = torch.stack([inception_transform()(photo((120, 90), seed=100 + i)) for i in range(8)])
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration pass
+    features = {}
+    model.avgpool.register_forward_hook(lambda mod, inputs, output: features.__setitem__("f", output.flatten(1)))
+    with torch.no_grad():
+        model.train()(calibration)
+        model.eval()(calibration)
+        mean, spread = features["f"].mean(0), features["f"].std(0) + 1e-6
+        weight = torch.randn(1000, mean.numel()) / mean.numel() ** 0.5 / spread * 3.0
+        model.fc.weight.copy_(weight)
+        model.fc.bias.copy_(-weight @ mean)
     path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
     torch.save(model.state_dict(), path)
     return path

@@ -1,0 +1,102 @@
+"""main.py: the weighted merge, its argument checks, and the one-process scoring job."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+import columns as col
+import main
+from conftest import ROOT, read_csv, write_csv
+
+CLIP_ROWS = [
+    {"id": "a", "prompt": "红色自行车", "image_url": "a.png", "clip_score": "0.3", "status": "ok", "error": "", "category": "玩具"},
+    {"id": "b", "prompt": "黄色卡车", "image_url": "b.png", "clip_score": "0.9", "status": "ok", "error": "", "category": "玩具"},
+    {"id": "c", "prompt": "", "image_url": "c.png", "clip_score": "", "status": "error", "error": "empty prompt in column prompt", "category": "蛋糕"},
+    {"id": "d", "prompt": "x", "image_url": "d.png", "clip_score": "-0.1", "status": "ok", "error": "", "category": "蛋糕"},
+]
+IS_ROWS = [
+    {"id": "b", "prompt": "黄色卡车", "image_url": "b.png", "top1_label": "trailer truck", "top1_confidence": "0.9", "kl": "0", "status": "ok", "error": ""},
+    {"id": "a", "prompt": "红色自行车", "image_url": "a.png", "top1_label": "bicycle", "top1_confidence": "0.8", "kl": str(math.log(1000) / 2), "status": "ok", "error": ""},
+    {"id": "c", "prompt": "", "image_url": "c.png", "top1_label": "cake", "top1_confidence": "0.5", "kl": "1.0", "status": "ok", "error": ""},
+    {"id": "e", "prompt": "y", "image_url": "e.png", "top1_label": "", "top1_confidence": "", "kl": "", "status": "error", "error": "HTTP 404"},
+]
+
+
+@pytest.fixture
+def results(tmp_path):
+    return write_csv(tmp_path / "result_clip.csv", CLIP_ROWS), write_csv(tmp_path / "result_is.csv", IS_ROWS)
+
+
+def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
+    rows = main.merge_results(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
+    written = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert float(written["a"][col.TOTAL_SCORE]) == pytest.approx(0.6 * 0.5 + 0.4 * 0.5, abs=1e-6)
+    assert float(written["b"][col.TOTAL_SCORE]) == pytest.approx(0.6 * 1.0 + 0.4 * 0.0, abs=1e-6)
+    assert written["c"][col.STATUS] == "error" and "result_clip.csv: empty prompt" in written["c"][col.ERROR]
+    assert written["d"][col.STATUS] == "error" and written["d"][col.ERROR] == "missing from result_is.csv"
+    assert written["e"][col.ERROR] == "missing from result_clip.csv; result_is.csv: HTTP 404"
+    assert written["a"]["category"] == "玩具" and written["a"][col.TOP1_LABEL] == "bicycle"
+
+
+def test_article_command_uses_default_files(tmp_path, results, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["--clip_weight", "1", "--is_weight", "0", "-q"]) == 1  # some rows are errors
+    total = {r["id"]: r for r in read_csv(tmp_path / "result_total.csv")}
+    assert float(total["b"][col.TOTAL_SCORE]) == pytest.approx(1.0)
+    assert capsys.readouterr().out == ""
+
+
+def test_num_classes_comes_from_the_summary(tmp_path, results):
+    (tmp_path / "result_is.json").write_text(json.dumps({col.KEY_NUM_CLASSES: 10}))
+    main.merge_results(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
+    total = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
+    assert float(total["a"][col.IS_NORM]) == 1.0  # ln(1000)/2 nats exceeds ln(10)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--clip-weight", "-1"], "must not be negative"),
+        (["--clip_weight", "0", "--is_weight", "0"], "both 0"),
+        (["--clip-result", "nope.csv"], "nope.csv: no such file"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, results, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(args + ["-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "result_total.csv").exists()
+
+
+def test_duplicate_ids_in_differently_ordered_files_are_refused(tmp_path, capsys):
+    clip = write_csv(tmp_path / "c.csv", [CLIP_ROWS[0], CLIP_ROWS[0], CLIP_ROWS[1]])
+    is_ = write_csv(tmp_path / "i.csv", [IS_ROWS[0], IS_ROWS[1]])
+    assert main.main(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"), "-q"]) == 2
+    assert "id 'a' appears more than once" in capsys.readouterr().err
+
+
+def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_weights, capsys):
+    sample = tmp_path / "samples"
+    shutil.copytree(ROOT / "samples", sample)
+    out = {name: tmp_path / name for name in ("result_clip.csv", "result_is.csv", "result_total.csv")}
+    code = main.main(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
+                      "--clip-result", str(out["result_clip.csv"]), "--is-result", str(out["result_is.csv"]),
+                      "--output", str(out["result_total.csv"]), "--device", "cpu", "--no-cache"])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out == ""
+    assert "wrote" in captured.err and "5 rows, 0 errors" in captured.err
+    total = read_csv(out["result_total.csv"])
+    assert [r["id"] for r in total] == ["s-1", "s-2", "s-3", "s-4", "s-5"]
+    assert all(0 <= float(r[col.TOTAL_SCORE]) <= 1 for r in total)
+    summary = json.loads((tmp_path / "result_is.json").read_text())
+    assert summary[col.KEY_NUM_IMAGES] == 5
+    # One process, same numbers as the separate evaluators.
+    import evaluate_clipscore
+    separate = tmp_path / "separate.csv"
+    evaluate_clipscore.evaluate_clipscore(sample / "sample.csv", separate, model_dir=clip_dir_vit, device="cpu", quiet=True)
+    for joint, alone in zip(read_csv(out["result_clip.csv"]), read_csv(separate)):
+        assert float(joint[col.CLIP_SCORE]) == pytest.approx(float(alone[col.CLIP_SCORE]), abs=1e-5)
