@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import columns as col
 from csv_io import InputError
 from image_fetch import FetchConfig, default_cache_dir
-from model_loading import WeightsMissingError
+from model_loading import PRECISIONS, WeightsMissingError
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
@@ -53,17 +54,41 @@ def add_column_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """Device, batch size, fetching and cache options, and --quiet."""
+    """Device, precision, batch size, fetching and cache options, and --quiet."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: Chinese-CLIP in fp16 on CUDA and bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
+                             "Inception in fp32; fp32 is the reference; bf16/fp16 apply to both models")
     parser.add_argument(*flags("batch-size"), dest="batch_size", type=int, default=batch_size, help="images per model batch")
     parser.add_argument("--workers", type=int, default=4, help="threads fetching and decoding images")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed for one image download")
     parser.add_argument("--retries", type=int, default=3, help="retries for connection errors, timeouts and HTTP 5xx")
     parser.add_argument(*flags("max-image-mb"), dest="max_image_mb", type=float, default=50.0, help="largest image download in MiB")
     parser.add_argument(*flags("cache-dir"), dest="cache_dir", type=Path, default=None,
-                        help=f"downloaded-image cache (default: ${'{'}AIGC_EVAL_CACHE{'}'} or {default_cache_dir()})")
-    parser.add_argument(*flags("no-cache"), dest="no_cache", action="store_true", help="do not read or write the image cache")
+                        help=f"cache of downloaded images and computed features (default: ${'{'}AIGC_EVAL_CACHE{'}'} or {default_cache_dir()})")
+    parser.add_argument(*flags("no-cache"), dest="no_cache", action="store_true", help="do not read or write the image and score caches")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines on stderr")
+
+
+@dataclass
+class RuntimeOptions:
+    """How a scoring run uses the machine: device, precision, batching, fetching, progress output."""
+
+    device: str | None = None
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int = 4
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 1:
+            raise ValueError(f"--batch-size and --workers must be at least 1, got {self.batch_size} and {self.workers}")
+
+
+def runtime_options_from(args: argparse.Namespace) -> RuntimeOptions:
+    """The RuntimeOptions that add_runtime_arguments' flags describe."""
+    return RuntimeOptions(args.device, args.precision, args.batch_size, args.workers, fetch_config_from(args), args.quiet)
 
 
 def fetch_config_from(args: argparse.Namespace) -> FetchConfig:

@@ -16,11 +16,12 @@ cn_clip; prompt_truncated records it.
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
+from cn_clip.clip import image_transform
 from tqdm import tqdm
 
 import columns as col
@@ -28,21 +29,33 @@ from cli_support import (
     EXIT_OK,
     EXIT_ROW_ERRORS,
     add_column_arguments,
+    RuntimeOptions,
     add_runtime_arguments,
     flags,
-    fetch_config_from,
     log,
     new_parser,
     run_cli,
+    runtime_options_from,
     setup_logging,
 )
 from csv_io import AtomicCsvWriter, read_rows
-from image_fetch import FetchConfig
-from image_pipeline import PreparedRow, batched, prepare_rows, stack_inputs
+from image_pipeline import PreparedRow, batched, features_for, prepare_rows
 from metrics import clip_score
-from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, load_chinese_clip, resolve_device
+from model_loading import (
+    CLIP_DEFAULT_MODEL,
+    LazyModel,
+    autocast,
+    clip_checkpoint_path,
+    clip_input_resolution,
+    clip_model_names,
+    load_chinese_clip,
+    resolve_device,
+    resolve_precision,
+)
+from score_cache import ScoreCache, open_cache, weights_key
 
 CONTEXT_LENGTH = 52  # every released Chinese-CLIP model uses 52 text tokens
+PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
 CLIP_RESULT_COLUMNS = [col.CLIP_SCORE, col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.STATUS, col.ERROR]
 
 
@@ -54,55 +67,88 @@ def count_prompt_tokens(prompt: str) -> int:
 
 
 class ClipScorer:
-    """A loaded Chinese-CLIP model that scores batches of (image tensor, prompt)."""
+    """Chinese-CLIP scoring of prepared rows against their prompts, with cached embeddings."""
 
-    def __init__(self, model: torch.nn.Module, transform, device: torch.device):
+    def __init__(self, model: LazyModel, input_size: int, device: torch.device, dtype: torch.dtype = torch.float32,
+                 cache: ScoreCache | None = None, model_key: str = ""):
         self.model = model
-        self.transform = transform
+        self.input_size = input_size
+        self.transform = image_transform(input_size)
         self.device = device
+        self.dtype = dtype
+        self.cache = cache if model_key else None
+        self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def load(cls, model_name: str, model_dir: str | Path | None, device: torch.device) -> "ClipScorer":
-        """Load `model_name` from `model_dir` (downloading when missing) onto `device`."""
-        model, transform = load_chinese_clip(model_name, model_dir, device)
-        return cls(model, transform, device)
+    def load(cls, model_name: str, model_dir: str | Path | None, device: torch.device, precision: str = "fp32",
+             cache: ScoreCache | None = None) -> "ClipScorer":
+        """Prepare `model_name` from `model_dir` on `device`: downloaded now when missing (or a
+        WeightsMissingError), read from disk when first needed."""
+        if model_name not in clip_model_names():
+            raise ValueError(f"--model {model_name}: not a Chinese-CLIP model; choose from {', '.join(clip_model_names())}")
+        model = LazyModel(lambda: load_chinese_clip(model_name, model_dir, device)[0])
+        checkpoint = clip_checkpoint_path(model_name, model_dir)
+        if not checkpoint.is_file():
+            model.get()
+        key = f"cn_clip:{model_name}:{weights_key(checkpoint)}"
+        return cls(model, clip_input_resolution(model_name), device, resolve_precision(precision, device), cache, key)
+
+    def cached_features(self, digest: str) -> torch.Tensor | None:
+        """This image's embedding from the score cache, if an earlier run computed it."""
+        return self.cache.get("clip_image", self.model_key, digest) if self.cache else None
+
+    def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings (N, D) on the CPU; each distinct prompt is encoded once, ever, per model."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        keys = {p: hashlib.sha256(p.encode("utf-8")).hexdigest() for p in missing}
+        for prompt in missing:
+            found = self.cache.get("clip_text", self.model_key, keys[prompt]) if self.cache else None
+            if found is not None:
+                self._text_cache[prompt] = found
+        new = [p for p in missing if p not in self._text_cache]
+        if new:
+            for prompt, emb in zip(new, self._encode_new_texts(new)):
+                self._text_cache[prompt] = emb
+            if self.cache:
+                self.cache.put_many("clip_text", self.model_key, [(keys[p], self._text_cache[p]) for p in new])
+        return torch.stack([self._text_cache[p] for p in prompts])
 
     @torch.inference_mode()
-    def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Text embeddings (N, D) on the CPU; each distinct prompt is encoded once per run."""
+    def _encode_new_texts(self, prompts: list[str]) -> torch.Tensor:
         from cn_clip.clip import tokenize
 
-        new = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
-        if new:
-            tokens = tokenize(new, context_length=CONTEXT_LENGTH).to(self.device)
-            for prompt, emb in zip(new, self.model.encode_text(tokens).float().cpu()):
-                self._text_cache[prompt] = emb
-        return torch.stack([self._text_cache[p] for p in prompts])
+        tokens = tokenize(prompts, context_length=CONTEXT_LENGTH).to(self.device)
+        with autocast(self.device, self.dtype):
+            return self.model.get().encode_text(tokens).float().cpu()
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings (N, D) on the CPU for a batch of transformed images."""
-        return self.model.encode_image(pixels.to(self.device)).float().cpu()
+        with autocast(self.device, self.dtype):
+            return self.model.get().encode_image(pixels.to(self.device)).float().cpu()
 
     def score_batch(self, items: Sequence[PreparedRow], prompt_col: str, slot: int = 0) -> list[dict[str, object]]:
         """Result fields (the CLIP_RESULT_COLUMNS) for each prepared row, in order."""
         results: list[dict[str, object]] = []
-        scorable: list[tuple[int, str]] = []
-        for index, item in enumerate(items):
+        for item in items:
             prompt = item.row.get(prompt_col, "").strip()
             result: dict[str, object] = {col.STATUS: col.STATUS_ERROR, col.ERROR: item.error}
             if prompt:
                 tokens = count_prompt_tokens(prompt)
                 result.update({col.PROMPT_TOKENS: tokens, col.PROMPT_TRUNCATED: str(tokens > CONTEXT_LENGTH).lower()})
-            if item.inputs is not None and not prompt:
+            elif item.ok:
                 result[col.ERROR] = f"empty prompt in column {prompt_col}"
-            elif item.inputs is not None:
-                scorable.append((index, prompt))
             results.append(result)
+        # Images are embedded even when their prompt is empty: the embedding is cached for later runs.
+        image_emb, new = features_for(items, slot, self.encode_images)
+        if self.cache:
+            self.cache.put_many("clip_image", self.model_key, new)
+        ok_indices = [i for i, item in enumerate(items) if item.ok]
+        scorable = [(i, emb) for i, emb in zip(ok_indices, image_emb) if items[i].row.get(prompt_col, "").strip()]
         if scorable:
-            pixels = stack_inputs([items[i] for i, _ in scorable], slot, self.device)
-            scores = clip_score(self.encode_images(pixels), self.encode_texts([p for _, p in scorable]))
+            prompts = [items[i].row[prompt_col].strip() for i, _ in scorable]
+            scores = clip_score(torch.stack([emb for _, emb in scorable]), self.encode_texts(prompts))
             for (index, _), score in zip(scorable, scores.tolist()):
                 results[index].update({col.CLIP_SCORE: f"{score:.6f}", col.STATUS: col.STATUS_OK, col.ERROR: ""})
         return results
@@ -132,25 +178,21 @@ def evaluate_clipscore(
     image_col: str = col.IMAGE_URL,
     model_name: str = CLIP_DEFAULT_MODEL,
     model_dir: Path | None = None,
-    device: str | None = None,
-    batch_size: int = 32,
-    fetch: FetchConfig | None = None,
-    workers: int = 4,
-    quiet: bool = False,
+    runtime: RuntimeOptions | None = None,
 ) -> tuple[int, int]:
     """Score every row of `input_path` and write `output_path`; returns (rows, rows with errors)."""
+    runtime = runtime or RuntimeOptions()
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
-    scorer = ClipScorer.load(model_name, model_dir, resolve_device(device))
-    fetch = fetch or FetchConfig()
-    prepared = prepare_rows(rows, image_col, [scorer.transform], fetch, workers, Path(input_path).parent)
+    cache = open_cache(runtime.fetch.cache_dir)
+    scorer = ClipScorer.load(model_name, model_dir, resolve_device(runtime.device), runtime.precision, cache)
+    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent)
     errors = 0
     with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
-        progress = tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=quiet)
-        for row in score_rows_with_clip(prepared, scorer, prompt_col, batch_size):
-            errors += row[col.STATUS] != col.STATUS_OK
-            writer.write(row)
-            progress.update()
-        progress.close()
+        with tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=runtime.quiet) as progress:
+            for row in score_rows_with_clip(prepared, scorer, prompt_col, runtime.batch_size):
+                errors += row[col.STATUS] != col.STATUS_OK
+                writer.write(row)
+                progress.update()
         writer.commit()
     log.info("wrote %s: %d rows, %d errors", output_path, len(rows), errors)
     return len(rows), errors
@@ -171,8 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         _, errors = evaluate_clipscore(
             args.input, args.output, id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col,
-            model_name=args.model, model_dir=args.model_dir, device=args.device, batch_size=args.batch_size,
-            fetch=fetch_config_from(args), workers=args.workers, quiet=args.quiet,
+            model_name=args.model, model_dir=args.model_dir, runtime=runtime_options_from(args),
         )
         return EXIT_ROW_ERRORS if errors else EXIT_OK
 

@@ -34,21 +34,31 @@ from cli_support import (
     EXIT_OK,
     EXIT_ROW_ERRORS,
     add_column_arguments,
+    RuntimeOptions,
     add_runtime_arguments,
     flags,
-    fetch_config_from,
     log,
     new_parser,
     run_cli,
+    runtime_options_from,
     setup_logging,
 )
 from csv_io import read_rows, write_bytes_atomic, write_rows, write_text_atomic
-from image_fetch import FetchConfig
-from image_pipeline import PreparedRow, batched, prepare_rows, stack_inputs
+from image_pipeline import PreparedRow, batched, features_for, prepare_rows
 from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, per_image_kl
-from model_loading import load_inception, resolve_device
+from model_loading import (
+    LazyModel,
+    autocast,
+    inception_categories,
+    inception_checkpoint_path,
+    load_inception,
+    resolve_device,
+    resolve_precision,
+)
+from score_cache import ScoreCache, open_cache, weights_key
 
 INCEPTION_SIZE = 299
+PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
 IS_RESULT_COLUMNS = [col.TOP1_CLASS, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL, col.STATUS, col.ERROR]
 
 
@@ -64,30 +74,56 @@ def inception_transform() -> T.Compose:
 class InceptionScorer:
     """Inception-v3 logits for prepared rows, collected until the whole batch is known."""
 
-    def __init__(self, model: torch.nn.Module, categories: Sequence[str], device: torch.device):
+    input_size = INCEPTION_SIZE
+
+    def __init__(self, model: LazyModel, categories: Sequence[str], device: torch.device,
+                 dtype: torch.dtype = torch.float32, cache: ScoreCache | None = None, model_key: str = ""):
         self.model = model
         self.categories = list(categories)
         self.device = device
+        self.dtype = dtype
         self.transform = inception_transform()
+        self.cache = cache if model_key else None
+        self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
         self.rows: list[dict[str, str]] = []
         self.errors: list[str] = []
         self._logits: list[torch.Tensor] = []
 
     @classmethod
-    def load(cls, weights_path: Path | None, device: torch.device) -> "InceptionScorer":
-        model, categories = load_inception(weights_path, device)
-        return cls(model, categories, device)
+    def load(cls, weights_path: Path | None, device: torch.device, precision: str = "fp32",
+             cache: ScoreCache | None = None) -> "InceptionScorer":
+        """Prepare the classifier (see model_loading.load_inception) on `device`: downloaded now
+        when missing (or a WeightsMissingError), read from disk when first needed."""
+        model = LazyModel(lambda: load_inception(weights_path, device)[0].to(memory_format=torch.channels_last))
+        checkpoint = Path(weights_path).expanduser() if weights_path else inception_checkpoint_path()
+        if not checkpoint.is_file():
+            model.get()
+        # auto keeps Inception in fp32: in bf16 its logits drift by several percent of their
+        # spread (measured on random weights), which moves IS by more than 1%.
+        dtype = resolve_precision(precision, device, auto_lowers=False)
+        return cls(model, inception_categories(), device, dtype, cache, f"inception_v3:{weights_key(checkpoint)}")
+
+    def cached_features(self, digest: str) -> torch.Tensor | None:
+        """This image's logits from the score cache, if an earlier run computed them."""
+        return self.cache.get("inception_logits", self.model_key, digest) if self.cache else None
 
     @torch.inference_mode()
+    def classify(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes) in float32 on the CPU for a batch of transformed images."""
+        # channels_last lets oneDNN and cuDNN run Inception's convolutions without layout changes.
+        pixels = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.dtype):
+            return self.model.get()(pixels).float().cpu()
+
     def add_batch(self, items: Sequence[PreparedRow], slot: int = 0) -> None:
-        """Run the classifier on the rows that have an image; remember every row's outcome."""
-        ok = [item for item in items if item.inputs is not None]
-        logits = iter(self.model(stack_inputs(ok, slot, self.device)).float().cpu() if ok else [])
+        """Classify the rows that have an image; remember every row's outcome."""
+        logits, new = features_for(items, slot, self.classify)
+        if self.cache:
+            self.cache.put_many("inception_logits", self.model_key, new)
+        self._logits.extend(logits)
         for item in items:
             self.rows.append(item.row)
             self.errors.append(item.error)
-            if item.inputs is not None:
-                self._logits.append(next(logits))
 
     def logits(self) -> torch.Tensor:
         """(ok rows, classes) logits in row order."""
@@ -171,20 +207,18 @@ def evaluate_is(
     weights: Path | None = None,
     splits: int = DEFAULT_IS_SPLITS,
     save_logits: Path | None = None,
-    device: str | None = None,
-    batch_size: int = 32,
-    fetch: FetchConfig | None = None,
-    workers: int = 4,
-    quiet: bool = False,
+    runtime: RuntimeOptions | None = None,
 ) -> tuple[int, int]:
     """Score `input_path`, write result_is.csv and result_is.json; returns (rows, rows with errors)."""
+    runtime = runtime or RuntimeOptions()
     if splits < 1:
         raise ValueError(f"--splits must be at least 1, got {splits}")
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
-    scorer = InceptionScorer.load(weights, resolve_device(device))
-    prepared = prepare_rows(rows, image_col, [scorer.transform], fetch or FetchConfig(), workers, Path(input_path).parent)
-    with tqdm(total=len(rows), desc="Inception", unit="img", disable=quiet) as progress:
-        for batch in batched(prepared, batch_size):
+    cache = open_cache(runtime.fetch.cache_dir)
+    scorer = InceptionScorer.load(weights, resolve_device(runtime.device), runtime.precision, cache)
+    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent)
+    with tqdm(total=len(rows), desc="Inception", unit="img", disable=runtime.quiet) as progress:
+        for batch in batched(prepared, runtime.batch_size):
             scorer.add_batch(batch)
             progress.update(len(batch))
     out, summary = write_is_outputs(scorer, header, output_path, splits, (id_col, prompt_col, image_col), save_logits)
@@ -209,8 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         _, errors = evaluate_is(
             args.input, args.output, id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col,
-            weights=args.weights, splits=args.splits, save_logits=args.save_logits, device=args.device,
-            batch_size=args.batch_size, fetch=fetch_config_from(args), workers=args.workers, quiet=args.quiet,
+            weights=args.weights, splits=args.splits, save_logits=args.save_logits, runtime=runtime_options_from(args),
         )
         return EXIT_ROW_ERRORS if errors else EXIT_OK
 

@@ -190,8 +190,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_size: int = 0) -> Image.Image:
     """Decode bytes into an 8-bit RGB image with EXIF orientation applied (first frame if animated).
+
+    With `draft_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
+    width and height both stay at least `draft_size`: far less work for large photos
+    that a model sees at 224 or 299 pixels anyway.
 
     Raises ImageError for empty, truncated, non-image or oversized (decompression bomb) data.
     """
@@ -205,6 +209,8 @@ def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels) -> Image
             if width * height > max_pixels:
                 raise ImageError(f"image is {width}x{height} pixels, over the {max_pixels}-pixel limit (decompression bomb guard)")
             image.seek(0)
+            if draft_size and image.format == "JPEG":
+                image.draft(None, (draft_size, draft_size))
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)

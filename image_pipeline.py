@@ -1,63 +1,89 @@
 """Turning CSV rows into model-ready tensors: fetch, decode and transform in worker threads.
 
-Each image is fetched and decoded once, then every transform given (one per model) runs on
-it, so `main.py --input` feeds both models from one download. Rows come back in input
-order; only a bounded window of decoded images is held at a time.
+Each image is fetched and decoded once, then every stage's transform (one per model) runs
+on it, so `main.py --input` feeds both models from one download. A stage whose features
+for this image content are already in the score cache gets them instead, and an image
+every stage has cached is not decoded at all. Rows come back in input order; only a
+bounded window of prepared images is held at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import torch
 from PIL import Image
 
-from image_fetch import FetchConfig, ImageError, load_image, new_session
+from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes, new_session
 
 Transform = Callable[[Image.Image], torch.Tensor]
 T = TypeVar("T")
 
 
+class Stage(Protocol):
+    """What a scorer offers the preparation step."""
+
+    transform: Transform
+    input_size: int
+
+    def cached_features(self, digest: str) -> torch.Tensor | None: ...
+
+
 @dataclass
 class PreparedRow:
-    """One input row with a tensor per transform, or the reason it has none."""
+    """One input row: per stage either a model input or cached features; or an error."""
 
     row: dict[str, str]
-    inputs: tuple[torch.Tensor, ...] | None
+    digest: str = ""
+    inputs: list[torch.Tensor | None] = field(default_factory=list)
+    cached: list[torch.Tensor | None] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
 
 
 def prepare_rows(
     rows: Iterable[dict[str, str]],
     image_col: str,
-    transforms: Sequence[Transform],
+    stages: Sequence[Stage],
     config: FetchConfig,
     workers: int = 4,
     base_dir: Path | None = None,
 ) -> Iterator[PreparedRow]:
     """Yield a PreparedRow for every row, in order; image failures become `error` text.
 
-    Relative image paths are read from `base_dir` (the input CSV's folder).
+    Relative image paths are read from `base_dir` (the input CSV's folder). JPEGs are
+    decoded at the smallest DCT scale that still covers the largest model input.
     """
     local = threading.local()
+    decode_size = max(stage.input_size for stage in stages)
 
     def prepare(row: dict[str, str]) -> PreparedRow:
         if not hasattr(local, "session"):
             local.session = new_session(config)
         try:
-            image = load_image(row.get(image_col, ""), config, local.session, base_dir)
-            return PreparedRow(row, tuple(transform(image) for transform in transforms))
+            data = fetch_image_bytes(row.get(image_col, ""), config, local.session, base_dir)
+            digest = hashlib.sha256(data).hexdigest()
+            cached = [stage.cached_features(digest) for stage in stages]
+            inputs: list[torch.Tensor | None] = [None] * len(stages)
+            if any(c is None for c in cached):
+                image = decode_image(data, config.max_pixels, decode_size)
+                inputs = [stage.transform(image) if c is None else None for stage, c in zip(stages, cached)]
+            return PreparedRow(row, digest, inputs, cached)
         except ImageError as exc:
-            return PreparedRow(row, None, str(exc))
+            return PreparedRow(row, error=str(exc))
         except Exception as exc:  # a transform or codec failing on one odd image must not stop the run
-            return PreparedRow(row, None, f"cannot prepare image: {type(exc).__name__}: {exc}")
+            return PreparedRow(row, error=f"cannot prepare image: {type(exc).__name__}: {exc}")
 
-    window = max(1, workers) * 4
+    window = max(1, workers) * 8
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         pending: deque[Future[PreparedRow]] = deque()
         for row in rows:
@@ -82,6 +108,21 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def stack_inputs(items: Sequence[PreparedRow], slot: int, device: torch.device) -> torch.Tensor:
-    """Stack the `slot`-th tensor of each prepared row into one batch on `device`."""
-    return torch.stack([item.inputs[slot] for item in items]).to(device)
+def features_for(
+    items: Sequence[PreparedRow], slot: int, compute: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[list[torch.Tensor], list[tuple[str, torch.Tensor]]]:
+    """Features of the `slot`-th stage for each ok item, in order: cached ones as they are, the
+    others from one `compute` call on their stacked inputs. Also returns the new
+    (digest, features) pairs for the cache."""
+    ok = [item for item in items if item.ok]
+    todo = [item for item in ok if item.cached[slot] is None]
+    fresh = iter(compute(torch.stack([item.inputs[slot] for item in todo])) if todo else [])
+    features, new = [], []
+    for item in ok:
+        if item.cached[slot] is not None:
+            features.append(item.cached[slot])
+        else:
+            vector = next(fresh)
+            features.append(vector)
+            new.append((item.digest, vector))
+    return features, new

@@ -29,21 +29,22 @@ from cli_support import (
     EXIT_OK,
     EXIT_ROW_ERRORS,
     add_column_arguments,
+    RuntimeOptions,
     add_runtime_arguments,
     flags,
-    fetch_config_from,
     log,
     new_parser,
     run_cli,
+    runtime_options_from,
     setup_logging,
 )
 from csv_io import AtomicCsvWriter, InputError, read_rows, write_rows
 from evaluate_clipscore import ClipScorer, clip_output_columns
 from evaluate_is import InceptionScorer, summary_path_for, write_is_outputs
-from image_fetch import FetchConfig
 from image_pipeline import batched, prepare_rows
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS, normalise_clip, normalise_kl, weighted_total
 from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, resolve_device
+from score_cache import open_cache
 
 TOTAL_COLUMNS_AFTER_LEAD = [
     col.CLIP_SCORE, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL,
@@ -143,21 +144,21 @@ def merge_results(
 
 def score_both(
     input_path: Path, clip_output: Path, is_output: Path, *, id_col: str, prompt_col: str, image_col: str,
-    model_name: str, model_dir: Path | None, weights: Path | None, splits: int, device: str | None,
-    batch_size: int, fetch: FetchConfig, workers: int, quiet: bool,
+    model_name: str, model_dir: Path | None, weights: Path | None, splits: int, runtime: RuntimeOptions,
 ) -> None:
     """Score `input_path` with both models in one pass (each image fetched and decoded once)
     and write result_clip.csv, result_is.csv and result_is.json."""
     if splits < 1:
         raise ValueError(f"--splits must be at least 1, got {splits}")
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
-    torch_device = resolve_device(device)
-    clip = ClipScorer.load(model_name, model_dir, torch_device)
-    inception = InceptionScorer.load(weights, torch_device)
-    prepared = prepare_rows(rows, image_col, [clip.transform, inception.transform], fetch, workers, Path(input_path).parent)
+    device = resolve_device(runtime.device)
+    cache = open_cache(runtime.fetch.cache_dir)
+    clip = ClipScorer.load(model_name, model_dir, device, runtime.precision, cache)
+    inception = InceptionScorer.load(weights, device, runtime.precision, cache)
+    prepared = prepare_rows(rows, image_col, [clip, inception], runtime.fetch, runtime.workers, Path(input_path).parent)
     with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
-        with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=quiet) as progress:
-            for batch in batched(prepared, batch_size):
+        with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
+            for batch in batched(prepared, runtime.batch_size):
                 for item, result in zip(batch, clip.score_batch(batch, prompt_col, slot=0)):
                     writer.write({**item.row, **result})
                 inception.add_batch(batch, slot=1)
@@ -207,8 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             score_both(
                 args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
                 image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
-                splits=args.splits, device=args.device, batch_size=args.batch_size, fetch=fetch_config_from(args),
-                workers=args.workers, quiet=args.quiet,
+                splits=args.splits, runtime=runtime_options_from(args),
             )
         rows = merge_results(
             args.clip_result, args.is_result, args.output, clip_weight=args.clip_weight, is_weight=args.is_weight,

@@ -13,11 +13,25 @@ import io
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 CLIP_DEFAULT_MODEL = "ViT-B-16"
 CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default download root
+
+
+class LazyModel:
+    """A model loaded on first use, so a run whose results are all cached loads nothing."""
+
+    def __init__(self, load: Callable[[], torch.nn.Module]):
+        self._load = load
+        self._model: torch.nn.Module | None = None
+
+    def get(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
 
 
 class WeightsMissingError(RuntimeError):
@@ -53,6 +67,13 @@ def clip_checkpoint_path(name: str, model_dir: str | Path | None) -> Path:
     from cn_clip.clip.utils import _MODELS
 
     return Path(model_dir or CLIP_DEFAULT_DIR).expanduser() / _MODELS[name][1]
+
+
+def clip_input_resolution(name: str) -> int:
+    """The image size a Chinese-CLIP model takes (224, or 336 for ViT-L-14-336)."""
+    from cn_clip.clip.utils import _MODEL_INFO
+
+    return int(_MODEL_INFO[name]["input_resolution"])
 
 
 def load_chinese_clip(name: str, model_dir: str | Path | None, device: torch.device):
@@ -97,6 +118,13 @@ def inception_checkpoint_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def inception_categories() -> list[str]:
+    """The 1000 ImageNet class names of the IMAGENET1K_V1 weights, in logit order."""
+    from torchvision.models import Inception_V3_Weights
+
+    return list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
+
+
 def load_inception(weights_path: str | Path | None, device: torch.device):
     """Load torchvision's Inception-v3 ImageNet classifier in eval mode.
 
@@ -107,7 +135,7 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
     from torchvision.models import Inception_V3_Weights, inception_v3
 
     weights = Inception_V3_Weights.IMAGENET1K_V1
-    categories = list(weights.meta["categories"])
+    categories = inception_categories()
     if weights_path is None:
         target = inception_checkpoint_path()
         try:
@@ -134,3 +162,36 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
     model.aux_logits = False
     model.AuxLogits = None
     return model.eval().to(device), categories
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU runs bfloat16 matrix work natively (AVX512-BF16 or AMX)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device, auto_lowers: bool = True) -> torch.dtype:
+    """The compute dtype for --precision. auto is fp16 on CUDA and bf16 on CPUs with native
+    bf16 support when `auto_lowers` (the caller's model is known to keep its scores within
+    tolerance there), else fp32. Raises ValueError for a precision the device cannot run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if not auto_lowers:
+            return torch.float32
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """A context that runs a forward pass in `dtype` (mixed precision), or does nothing for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -82,13 +82,21 @@ def inception_weights(tmp_path_factory) -> Path:
     with torch.no_grad():
         model.train()(calibration)
         model.eval()(calibration)
-        mean, spread = features["f"].mean(0), features["f"].std(0) + 1e-6
-        weight = torch.randn(1000, mean.numel()) / mean.numel() ** 0.5 / spread * 3.0
+        centred = features["f"] - features["f"].mean(0)
+        mean, spread = features["f"].mean(0), centred.norm(dim=1).mean()
+        weight = torch.randn(1000, mean.numel()) / spread * 3.0
         model.fc.weight.copy_(weight)
         model.fc.bias.copy_(-weight @ mean)
     path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+def cpu_fp32(**overrides):
+    """Runtime options for exact comparisons: CPU, fp32, quiet."""
+    from cli_support import RuntimeOptions
+
+    return RuntimeOptions(**{"device": "cpu", "precision": "fp32", "quiet": True, **overrides})
 
 
 def photo(size=(96, 64), seed=0) -> Image.Image:

@@ -9,7 +9,7 @@ from PIL import Image
 
 import columns as col
 import evaluate_clipscore
-from conftest import read_csv, write_csv
+from conftest import cpu_fp32, read_csv, write_csv
 from evaluate_clipscore import evaluate_clipscore as run_clip
 from image_fetch import FetchConfig
 from model_loading import WeightsMissingError, load_chinese_clip
@@ -30,8 +30,7 @@ def test_agrees_with_cn_clip_encoders(tmp_path, clip_dir, image_files):
     from cn_clip.clip import load_from_name, tokenize
 
     out = tmp_path / "result_clip.csv"
-    rows, errors = run_clip(_csv(tmp_path, image_files), out, model_name="RN50", model_dir=clip_dir, device="cpu",
-                            batch_size=2, quiet=True)
+    rows, errors = run_clip(_csv(tmp_path, image_files), out, model_name="RN50", model_dir=clip_dir, runtime=cpu_fp32(batch_size=2))
     assert (rows, errors) == (5, 0)
     with contextlib.redirect_stdout(io.StringIO()):
         model, preprocess = load_from_name("RN50", device="cpu", download_root=str(clip_dir))
@@ -56,7 +55,7 @@ def test_score_does_not_depend_on_batch_size_or_neighbours(tmp_path, clip_dir, i
             rows = read_csv(path)
             path = write_csv(tmp_path / "shuffled.csv", [rows[i] for i in order])
         out = tmp_path / f"out{batch_size}.csv"
-        run_clip(path, out, model_name="RN50", model_dir=clip_dir, device="cpu", batch_size=batch_size, quiet=True)
+        run_clip(path, out, model_name="RN50", model_dir=clip_dir, runtime=cpu_fp32(batch_size=batch_size))
         results.append(_scores(out))
     for other in results[1:]:
         for key, value in results[0].items():
@@ -73,7 +72,7 @@ def test_long_prompts_are_marked_truncated_and_empty_prompts_are_errors(tmp_path
     prompts = ["短提示", "一个很长的描述" * 12, "", "a red bicycle", "   "]
     out = tmp_path / "out.csv"
     rows, errors = run_clip(_csv(tmp_path, image_files, prompts), out, model_name="RN50", model_dir=clip_dir,
-                            device="cpu", quiet=True)
+                            runtime=cpu_fp32())
     result = read_csv(out)
     assert (rows, errors) == (5, 2)
     assert [r[col.STATUS] for r in result] == ["ok", "ok", "error", "ok", "error"]
@@ -90,7 +89,7 @@ def test_hostile_images_are_reported_and_good_ones_scored(tmp_path, clip_dir, im
     rows = [{"id": str(i), "prompt": "产品图", "image_url": base + p} for i, p in enumerate(paths)]
     out = tmp_path / "out.csv"
     n, errors = run_clip(write_csv(tmp_path / "in.csv", rows), out, model_name="RN50", model_dir=clip_dir,
-                         device="cpu", fetch=FetchConfig(timeout=2, retries=0, cache_dir=tmp_path / "c"), quiet=True)
+                         runtime=cpu_fp32(fetch=FetchConfig(timeout=2, retries=0, cache_dir=tmp_path / "c")))
     status = {paths[int(r["id"])]: r[col.STATUS] for r in read_csv(out)}
     bad = {"/truncated.jpg", "/page.html", "/missing.png", "/bomb.png", "/empty.png", "/loop"}
     assert n == len(paths) and errors == len(bad)

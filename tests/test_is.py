@@ -10,7 +10,7 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 
 import columns as col
 import evaluate_is
-from conftest import read_csv, write_csv
+from conftest import cpu_fp32, read_csv, write_csv
 from metrics import per_image_kl
 from model_loading import inception_checkpoint_path
 
@@ -24,7 +24,8 @@ def test_outputs_agree_with_torch_fidelity_on_saved_logits(tmp_path, inception_w
     sources = image_files + [tmp_path / "absent.png"] + image_files
     out, logits_path = tmp_path / "result_is.csv", tmp_path / "logits.npy"
     code = evaluate_is.main(["--input", str(_csv(tmp_path, sources)), "--output", str(out), "--weights", str(inception_weights),
-                             "--splits", "2", "--save-logits", str(logits_path), "--batch-size", "3", "--device", "cpu", "-q"])
+                             "--splits", "2", "--save-logits", str(logits_path), "--batch-size", "3", "--device", "cpu",
+                             "--precision", "fp32", "-q"])
     assert code == 1  # one row could not be read
     rows = read_csv(out)
     summary = json.loads((tmp_path / "result_is.json").read_text())
@@ -54,7 +55,7 @@ def test_default_weights_come_from_torchvision_cache(tmp_path, inception_weights
     assert target.name == "inception_v3_google-0cc3c7bd.pth" and str(tmp_path) in str(target)
     target.parent.mkdir(parents=True)
     target.write_bytes(inception_weights.read_bytes())
-    rows, errors = evaluate_is.evaluate_is(_csv(tmp_path, image_files), tmp_path / "r.csv", device="cpu", quiet=True)
+    rows, errors = evaluate_is.evaluate_is(_csv(tmp_path, image_files), tmp_path / "r.csv", runtime=cpu_fp32())
     assert (rows, errors) == (5, 0)
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary[col.KEY_SPLITS] == 5 and "splits reduced from 10 to 5" in summary[col.KEY_WARNING]
@@ -80,7 +81,7 @@ def test_weights_file_of_the_wrong_model_is_refused(tmp_path, image_files, capsy
 def test_all_rows_failing_still_writes_outputs(tmp_path, inception_weights):
     out = tmp_path / "r.csv"
     rows, errors = evaluate_is.evaluate_is(_csv(tmp_path, [tmp_path / "a.png", "http://127.0.0.1:9/b.png"]), out,
-                                           weights=inception_weights, device="cpu", quiet=True)
+                                           weights=inception_weights, runtime=cpu_fp32())
     assert (rows, errors) == (2, 2)
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary[col.KEY_IS_MEAN] is None and summary[col.KEY_NUM_IMAGES] == 0

@@ -8,7 +8,8 @@ import pytest
 
 import columns as col
 import main
-from conftest import ROOT, read_csv, write_csv
+from conftest import ROOT, cpu_fp32, read_csv, write_csv
+from image_fetch import FetchConfig
 
 CLIP_ROWS = [
     {"id": "a", "prompt": "红色自行车", "image_url": "a.png", "clip_score": "0.3", "status": "ok", "error": "", "category": "玩具"},
@@ -85,7 +86,7 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     out = {name: tmp_path / name for name in ("result_clip.csv", "result_is.csv", "result_total.csv")}
     code = main.main(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
                       "--clip-result", str(out["result_clip.csv"]), "--is-result", str(out["result_is.csv"]),
-                      "--output", str(out["result_total.csv"]), "--device", "cpu", "--no-cache"])
+                      "--output", str(out["result_total.csv"]), "--device", "cpu", "--precision", "fp32", "--no-cache"])
     captured = capsys.readouterr()
     assert code == 0 and captured.out == ""
     assert "wrote" in captured.err and "5 rows, 0 errors" in captured.err
@@ -97,6 +98,7 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     # One process, same numbers as the separate evaluators.
     import evaluate_clipscore
     separate = tmp_path / "separate.csv"
-    evaluate_clipscore.evaluate_clipscore(sample / "sample.csv", separate, model_dir=clip_dir_vit, device="cpu", quiet=True)
+    evaluate_clipscore.evaluate_clipscore(sample / "sample.csv", separate, model_dir=clip_dir_vit,
+                                          runtime=cpu_fp32(fetch=FetchConfig(cache_dir=None)))
     for joint, alone in zip(read_csv(out["result_clip.csv"]), read_csv(separate)):
         assert float(joint[col.CLIP_SCORE]) == pytest.approx(float(alone[col.CLIP_SCORE]), abs=1e-5)
