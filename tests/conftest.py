@@ -3,7 +3,6 @@ and a real HTTP server on loopback serving good and hostile images."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import sys
@@ -20,6 +19,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.random_checkpoints import save_cn_clip_checkpoint, save_inception_state_dict  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path, monkeypatch):
@@ -29,25 +30,11 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
-def _save_cn_clip_checkpoint(name: str, folder: Path) -> Path:
-    """Write a random-initialised Chinese-CLIP checkpoint exactly as released: fp16 weights
-    under state_dict with DataParallel's `module.` prefix, named clip_cn_<model>.pt."""
-    from cn_clip.clip.utils import _MODEL_INFO, _MODELS, create_model
-
-    torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = create_model(_MODEL_INFO[name]["struct"])
-    state = {f"module.{key}": value for key, value in model.state_dict().items()}
-    path = folder / _MODELS[name][1]
-    torch.save({"epoch": 1, "step": 1, "name": name, "state_dict": state}, path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory) -> Path:
     """A cn_clip download root holding a random RN50 checkpoint (ResNet-50 with batch norm + RBT3)."""
     folder = tmp_path_factory.mktemp("cn_clip")
-    _save_cn_clip_checkpoint("RN50", folder)
+    save_cn_clip_checkpoint("RN50", folder)
     return folder
 
 
@@ -55,41 +42,15 @@ def clip_dir(tmp_path_factory) -> Path:
 def clip_dir_vit(tmp_path_factory) -> Path:
     """A cn_clip download root holding a random ViT-B-16 checkpoint, the default model."""
     folder = tmp_path_factory.mktemp("cn_clip_vit")
-    _save_cn_clip_checkpoint("ViT-B-16", folder)
+    save_cn_clip_checkpoint("ViT-B-16", folder)
     return folder
 
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    """A random-initialised torchvision Inception-v3 state_dict with the released keys (AuxLogits included).
-
-    Plain random init explodes activations (batch-norm statistics of 0 and 1), so the
-    statistics are calibrated on a few photos and the classifier centred and scaled, giving
-    logits of a few units that differ between images, as a trained classifier's do.
-    """
-    from torchvision.models import inception_v3
-
-    from evaluate_is import inception_transform
-
-    torch.manual_seed(0)
-    model = inception_v3(weights=None, aux_logits=True, init_weights=True)
-    calibration = torch.stack([inception_transform()(photo((120, 90), seed=100 + i)) for i in range(8)])
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the calibration pass
-    features = {}
-    model.avgpool.register_forward_hook(lambda mod, inputs, output: features.__setitem__("f", output.flatten(1)))
-    with torch.no_grad():
-        model.train()(calibration)
-        model.eval()(calibration)
-        centred = features["f"] - features["f"].mean(0)
-        mean, spread = features["f"].mean(0), centred.norm(dim=1).mean()
-        weight = torch.randn(1000, mean.numel()) / spread * 3.0
-        model.fc.weight.copy_(weight)
-        model.fc.bias.copy_(-weight @ mean)
+    """A random torchvision Inception-v3 state_dict with the released keys, calibrated on photos."""
     path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_inception_state_dict(path, [photo((120, 90), seed=100 + i) for i in range(8)])
 
 
 def cpu_fp32(**overrides):

@@ -1,0 +1,99 @@
+"""Product-style test images for the benchmark, and a local HTTP server that serves them slowly.
+
+The images are made from the shipped sample photos: a product cut from one photo, placed
+on a background made from another or on a studio gradient, at sizes from a few hundred
+to about 1500 pixels a side; most are JPEG, some PNG, and some PNGs are transparent
+cut-outs, as the generation service's inputs and outputs are.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples" / "images"
+PROMPT_SUBJECTS = ["咖啡杯", "蛋糕", "运动鞋", "茶叶礼盒", "木椅", "口红", "手表", "保温杯"]
+PROMPT_SCENES = ["大理石台面配金色装饰", "樱桃木地板背景", "雪地背景，清晨阳光", "绿色森林背景", "薰衣草花田",
+                 "极简白色摄影棚", "海边沙滩日落", "温馨的家居客厅"]
+
+
+def _gradient(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    w, h = size
+    top, bottom = rng.integers(40, 255, 3), rng.integers(0, 200, 3)
+    t = np.linspace(0, 1, h)[:, None, None]
+    rows = (top * (1 - t) + bottom * t).astype(np.float32)
+    noise = rng.normal(0, 6, (h, w, 1)).astype(np.float32)
+    return Image.fromarray(np.clip(np.broadcast_to(rows, (h, w, 3)) + noise, 0, 255).astype(np.uint8))
+
+
+def make_image(index: int, photos: list[Image.Image]) -> tuple[Image.Image, str]:
+    """The index-th benchmark image and its file format (JPEG or PNG)."""
+    rng = np.random.default_rng(index)
+    side = int(rng.integers(400, 1500))
+    size = (side, int(side * rng.uniform(0.7, 1.3)))
+    if rng.random() < 0.5:
+        background = photos[int(rng.integers(len(photos)))].resize(size, Image.BICUBIC).filter(ImageFilter.GaussianBlur(3))
+    else:
+        background = _gradient(size, rng)
+    product = photos[int(rng.integers(len(photos)))]
+    scale = rng.uniform(0.4, 0.8) * min(size) / max(product.size)
+    product = product.resize((max(8, int(product.width * scale)), max(8, int(product.height * scale))), Image.BICUBIC)
+    mask = Image.new("L", product.size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, product.width - 1, product.height - 1), fill=255)
+    position = (int(rng.integers(0, size[0] - product.width + 1)), int(rng.integers(0, size[1] - product.height + 1)))
+    kind = rng.random()
+    if kind < 0.15:  # a transparent cut-out: the product alone on nothing
+        canvas = Image.new("RGBA", size, (0, 0, 0, 0))
+        canvas.paste(product, position, mask)
+        return canvas, "PNG"
+    background.paste(product, position, mask)
+    return background.convert("RGB"), "PNG" if kind < 0.3 else "JPEG"
+
+
+def write_images(folder: Path, count: int) -> list[Path]:
+    """Write `count` benchmark images into `folder`; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [Image.open(path).convert("RGB") for path in sorted(SAMPLE_DIR.glob("*.jpg"))]
+    paths = []
+    for index in range(count):
+        image, fmt = make_image(index, photos)
+        path = folder / f"product_{index:04d}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        image.save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 6}))
+        paths.append(path)
+    return paths
+
+
+def prompt_for(index: int) -> str:
+    """A background prompt in the style of the article's; prompts repeat across images."""
+    rng = np.random.default_rng(10_000 + index)
+    return f"{PROMPT_SCENES[int(rng.integers(len(PROMPT_SCENES)))]}，{PROMPT_SUBJECTS[int(rng.integers(len(PROMPT_SUBJECTS)))]}"
+
+
+class SlowImageServer:
+    """Serves a folder over HTTP on 127.0.0.1, each response delayed by `latency` seconds."""
+
+    def __init__(self, folder: Path, latency: float):
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(folder), **kwargs)
+
+            def do_GET(self):
+                time.sleep(latency)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,215 @@
+"""Throughput benchmark: the straightforward two-pass baseline against main.py's default path.
+
+    .venv/bin/python -m bench.run_bench                 # 300 images, memory at 200 and 2000 rows
+    .venv/bin/python -m bench.run_bench --images 8 --memory-sizes   # a quick smoke run
+
+In one run it writes full-size random-initialised models in the released formats
+(Chinese-CLIP ViT-B-16 through cn_clip's loader, torchvision Inception-v3), serves
+product-style images from a local HTTP server with a per-request latency, and times on
+the same CSV: (a) the baseline in bench/baseline.py; (b) main.py's scoring with its
+defaults and a cold cache; (c) the same again with the cache warm; (d) both models'
+forward passes alone on preloaded tensors, at the default precision and batch size.
+It prints images/s, the ratios, peak memory of main.py at two sizes, and how far the
+default scores are from the fp32 reference. Results go to stdout (and --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import columns as col  # noqa: E402
+from bench.baseline import baseline_clipscores, baseline_inception_score  # noqa: E402
+from bench.product_images import PROMPT_SUBJECTS, SlowImageServer, prompt_for, write_images  # noqa: E402
+from bench.random_checkpoints import save_cn_clip_checkpoint, save_inception_state_dict  # noqa: E402
+from cli_support import RuntimeOptions  # noqa: E402
+from evaluate_clipscore import ClipScorer  # noqa: E402
+from evaluate_is import InceptionScorer  # noqa: E402
+from image_fetch import FetchConfig, decode_image  # noqa: E402
+from image_pipeline import batched  # noqa: E402
+from main import merge_results, score_both  # noqa: E402
+
+
+def write_input(path: Path, base_url: str, names: list[str], rows: int) -> list[dict[str, str]]:
+    """A CSV of `rows` images cycling over `names` (distinct URLs, so nothing is shared by accident)."""
+    records = [
+        {"id": f"b-{i}", "prompt": prompt_for(i % len(names)), "image_url": f"{base_url}/{names[i % len(names)]}?copy={i // len(names)}",
+         "category": PROMPT_SUBJECTS[i % len(PROMPT_SUBJECTS)]}
+        for i in range(rows)
+    ]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return records
+
+
+def timed(function, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], runtime: RuntimeOptions) -> dict[str, Path]:
+    """main.py --input, called in-process: score with both models, then merge."""
+    out = {name: work / f"{tag}_{name}" for name in ("clip.csv", "is.csv", "total.csv")}
+    score_both(input_csv, out["clip.csv"], out["is.csv"], id_col=col.ID, prompt_col=col.PROMPT, image_col=col.IMAGE_URL,
+               model_name="ViT-B-16", model_dir=models["clip"], weights=models["inception"], splits=10, runtime=runtime)
+    merge_results(out["clip.csv"], out["is.csv"], out["total.csv"])
+    return out
+
+
+def model_only_rate(image_paths: list[Path], prompts: list[str], models: dict[str, Path], batch_size: int) -> float:
+    """Images/s of both models' forward passes (and the prompts' text encoding) on preloaded tensors."""
+    device = torch.device("cpu")
+    clip = ClipScorer.load("ViT-B-16", models["clip"], device, "auto")
+    inception = InceptionScorer.load(models["inception"], device, "auto")
+    images = [decode_image(path.read_bytes(), draft_size=inception.input_size) for path in image_paths]
+    clip_pixels = torch.stack([clip.transform(image) for image in images])
+    inception_pixels = torch.stack([inception.transform(image) for image in images])
+    clip.encode_images(clip_pixels[:2]), inception.classify(inception_pixels[:2])  # load the models, warm up
+    start = time.perf_counter()
+    clip.encode_texts(list(dict.fromkeys(prompts)))
+    for indices in batched(list(range(len(images))), batch_size):
+        clip.encode_images(clip_pixels[indices])
+        inception.classify(inception_pixels[indices])
+    return len(images) / (time.perf_counter() - start)
+
+
+def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path]) -> float:
+    """Peak resident memory of `python main.py --input` on `input_csv`, without caches."""
+    command = [sys.executable, str(ROOT / "main.py"), "--input", str(input_csv), "--model-dir", str(models["clip"]),
+               "--weights", str(models["inception"]), "--no-cache", "-q", "--clip-result", str(work / "mem_clip.csv"),
+               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv")]
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, 1):
+        raise RuntimeError(f"main.py exited with {process.returncode} on {input_csv}")
+    return usage.ru_maxrss / 1024
+
+
+def score_differences(default: dict[str, Path], reference: dict[str, Path]) -> tuple[float, float]:
+    """Largest |CLIPScore difference| over images, and relative IS difference, default vs fp32."""
+    def clip_scores(path: Path) -> list[float]:
+        with open(path, encoding="utf-8-sig") as handle:
+            return [float(row[col.CLIP_SCORE]) for row in csv.DictReader(handle)]
+
+    def inception(path: Path) -> float:
+        return json.loads(path.with_suffix(".json").read_text())[col.KEY_IS_MEAN]
+
+    clip_gap = max(abs(a - b) for a, b in zip(clip_scores(default["clip.csv"]), clip_scores(reference["clip.csv"])))
+    is_gap = abs(inception(default["is.csv"]) - inception(reference["is.csv"])) / inception(reference["is.csv"])
+    return clip_gap, is_gap
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+
+
+def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_size: int, workers: int) -> dict[str, object]:
+    """Run every measurement in one process and return the figures."""
+    with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
+        work = Path(tmp)
+        print(f"machine: {machine()}", file=sys.stderr)
+        image_paths = write_images(work / "images", images)
+        models = {"clip": work / "clip", "inception": work / "inception_v3.pth"}
+        save_cn_clip_checkpoint("ViT-B-16", models["clip"])
+        save_inception_state_dict(models["inception"], [Image.open(p) for p in image_paths[:16]])
+        server = SlowImageServer(work / "images", latency)
+        try:
+            names = [path.name for path in image_paths]
+            rows = write_input(work / "input.csv", server.url, names, images)
+            runtime = RuntimeOptions(batch_size=batch_size, workers=workers, quiet=True,
+                                     fetch=FetchConfig(cache_dir=work / "cache"))
+            print("(a) baseline ...", file=sys.stderr)
+            seconds_a, _ = timed(lambda: (baseline_clipscores(rows, models["clip"], batch_size),
+                                          baseline_inception_score(rows, models["inception"], batch_size)))
+            print("(b) main.py, cold cache ...", file=sys.stderr)
+            seconds_b, default = timed(run_main, work, work / "input.csv", "default", models, runtime)
+            print("(c) main.py, warm cache ...", file=sys.stderr)
+            seconds_c, _ = timed(run_main, work, work / "input.csv", "warm", models, runtime)
+            print("(d) models alone ...", file=sys.stderr)
+            rate_d = model_only_rate(image_paths, [r["prompt"] for r in rows], models, batch_size)
+            print("fp32 reference ...", file=sys.stderr)
+            reference = run_main(work, work / "input.csv", "fp32", models,
+                                 RuntimeOptions(precision="fp32", batch_size=batch_size, workers=workers, quiet=True,
+                                                fetch=FetchConfig(cache_dir=None)))
+            clip_gap, is_gap = score_differences(default, reference)
+            memory = {}
+            for size in memory_sizes:
+                print(f"peak memory at {size} rows ...", file=sys.stderr)
+                write_input(work / f"mem_{size}.csv", server.url, names, size)
+                memory[size] = peak_memory_mib(work, work / f"mem_{size}.csv", models)
+        finally:
+            server.close()
+    rate = {"a": images / seconds_a, "b": images / seconds_b, "c": images / seconds_c, "d": rate_d}
+    return {
+        "machine": machine(), "images": images, "latency_s": latency, "batch_size": batch_size, "workers": workers,
+        "images_per_s": rate, "b_over_a": rate["b"] / rate["a"], "b_over_d": rate["b"] / rate["d"],
+        "c_over_b": rate["c"] / rate["b"], "peak_memory_mib": memory,
+        "max_clip_score_difference": clip_gap, "relative_is_difference": is_gap,
+    }
+
+
+def report(figures: dict[str, object]) -> str:
+    """The figures as a Markdown table, as README shows them."""
+    rate = figures["images_per_s"]
+    lines = [
+        f"machine: {figures['machine']}; {figures['images']} images, {figures['latency_s'] * 1000:.0f} ms latency per request",
+        "", "| measurement | value |", "| --- | --- |",
+        f"| (a) baseline, images/s | {rate['a']:.2f} |",
+        f"| (b) main.py defaults, cold cache, images/s | {rate['b']:.2f} |",
+        f"| (c) main.py, warm cache, images/s | {rate['c']:.1f} |",
+        f"| (d) models alone, images/s | {rate['d']:.2f} |",
+        f"| (b)/(a) | {figures['b_over_a']:.2f}x |",
+        f"| (b)/(d) | {figures['b_over_d'] * 100:.0f}% |",
+        f"| (c)/(b) | {figures['c_over_b']:.1f}x |",
+    ]
+    memory = figures["peak_memory_mib"]
+    for size, mib in memory.items():
+        lines.append(f"| peak memory, {size} rows | {mib:.0f} MiB |")
+    if len(memory) == 2:
+        small, large = sorted(memory)
+        lines.append(f"| peak memory ratio {large}/{small} rows | {memory[large] / memory[small]:.2f} |")
+    lines += [
+        f"| largest CLIPScore difference, default vs fp32 | {figures['max_clip_score_difference']:.4f} |",
+        f"| IS relative difference, default vs fp32 | {figures['relative_is_difference'] * 100:.2f}% |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300, help="images in the timed CSV")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds the image server waits per request")
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[200, 2000], help="rows for the peak-memory runs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    figures = run_benchmark(args.images, args.latency, args.memory_sizes, args.batch_size, args.workers)
+    print(report(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
