@@ -15,9 +15,11 @@ STATUS = "status"
 ERROR = "error"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+STATUS_SKIPPED = "skipped"  # nothing to score, e.g. a prompt with no visual description left
 
 # result_clip.csv
 CLIP_SCORE = "clip_score"
+RAW_PROMPT = "raw_prompt"  # the prompt as given, when the scored prompt is the cleaned one
 PROMPT_TOKENS = "prompt_tokens"
 PROMPT_TRUNCATED = "prompt_truncated"
 
@@ -31,6 +33,36 @@ KL = "kl"
 CLIP_NORM = "clip_norm"
 IS_NORM = "is_norm"
 TOTAL_SCORE = "total_score"
+REGENERATE = "regenerate"  # reasons to regenerate the image, "; "-separated; empty when it is fine
+
+# The run summary (main.py), shown on stderr and in report.html.
+SUM_ROWS = "rows"
+SUM_OK = "ok"
+SUM_ERRORS = "errors"
+SUM_SKIPPED = "skipped"
+SUM_CLIP_MEAN = "clip_score_mean"
+SUM_TOTAL_MEAN = "total_score_mean"
+SUM_IS_MEAN = "inception_score_mean"
+SUM_IS_STD = "inception_score_std"
+SUM_IS_CI_LOW = "inception_score_ci_low"
+SUM_IS_CI_HIGH = "inception_score_ci_high"
+SUM_IS_IMAGES = "num_images"
+SUM_REGENERATE = "regenerate_count"
+SUM_CLIP_WEIGHT = "clip_weight"
+SUM_IS_WEIGHT = "is_weight"
+SUM_WARNINGS = "warnings"
+
+# One row of the per-category table (category_report.csv and report.html).
+CAT_CATEGORY = "category"
+CAT_COUNT = "count"
+CAT_SHARE = "share"
+CAT_CLIP_MEAN = "clip_score_mean"
+CAT_CLIP_STD = "clip_score_std"
+CAT_TOTAL_MEAN = "total_score_mean"
+CAT_TOTAL_STD = "total_score_std"
+CAT_IS = "inception_score"
+CAT_IS_IMAGES = "is_images"
+CAT_REGENERATE = "regenerate_count"
 
 # result_is.json, named as torch-fidelity names its keys.
 KEY_IS_MEAN = "inception_score_mean"
@@ -46,6 +78,7 @@ DEFAULT_INPUT = "output.csv"
 DEFAULT_CLIP_OUTPUT = "result_clip.csv"
 DEFAULT_IS_OUTPUT = "result_is.csv"
 DEFAULT_TOTAL_OUTPUT = "result_total.csv"
+DEFAULT_REPORT = "report.html"
 
 # Below this many images the article found IS unstable.
 IS_MIN_STABLE_IMAGES = 500
