@@ -17,6 +17,7 @@ import columns as col
 from csv_io import InputError
 from image_fetch import FetchConfig, default_cache_dir
 from model_loading import PRECISIONS, WeightsMissingError
+from prompt_cleaning import CleaningOptions
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
@@ -51,6 +52,23 @@ def add_column_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flags("id-col"), dest="id_col", default=col.ID, help="column with the row id")
     parser.add_argument(*flags("prompt-col"), dest="prompt_col", default=col.PROMPT, help="column with the prompt")
     parser.add_argument(*flags("image-col"), dest="image_col", default=col.IMAGE_URL, help="column with the image URL or local path")
+
+
+def add_cleaning_arguments(parser: argparse.ArgumentParser) -> None:
+    """--no-clean, --prompt-rules, --subjects, --category-col: how prompts are cleaned before scoring."""
+    parser.add_argument(*flags("no-clean"), dest="no_clean", action="store_true",
+                        help="score prompts as given instead of their cleaned visual description")
+    parser.add_argument(*flags("prompt-rules"), dest="prompt_rules", type=Path, default=None,
+                        help="word lists for cleaning (default: data/prompt_rules.json)")
+    parser.add_argument("--subjects", type=Path, default=None,
+                        help="category -> subject mapping appended to prompts lacking it (default: data/category_subjects.json)")
+    parser.add_argument(*flags("category-col"), dest="category_col", default=col.CATEGORY,
+                        help="column with the product category (subject labels, per-category analysis)")
+
+
+def cleaning_options_from(args: argparse.Namespace) -> CleaningOptions:
+    """The CleaningOptions that add_cleaning_arguments' flags describe."""
+    return CleaningOptions(not args.no_clean, args.prompt_rules, args.subjects, args.category_col)
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:

@@ -67,6 +67,9 @@ CAT_REGENERATE = "regenerate_count"
 # result_is.json, named as torch-fidelity names its keys.
 KEY_IS_MEAN = "inception_score_mean"
 KEY_IS_STD = "inception_score_std"
+KEY_IS_CI_LOW = "inception_score_ci_low"
+KEY_IS_CI_HIGH = "inception_score_ci_high"
+KEY_PER_CATEGORY = "per_category"
 KEY_NUM_IMAGES = "num_images"
 KEY_SPLITS = "splits"
 KEY_NUM_CLASSES = "num_classes"
@@ -79,6 +82,8 @@ DEFAULT_CLIP_OUTPUT = "result_clip.csv"
 DEFAULT_IS_OUTPUT = "result_is.csv"
 DEFAULT_TOTAL_OUTPUT = "result_total.csv"
 DEFAULT_REPORT = "report.html"
+DEFAULT_CATEGORY_OUTPUT = "result_category.csv"
+DEFAULT_COMPARE_OUTPUT = "compare.csv"
 
 # Below this many images the article found IS unstable.
 IS_MIN_STABLE_IMAGES = 500

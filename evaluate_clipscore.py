@@ -2,7 +2,13 @@
 
 Reads a CSV with one row per generated image (id, prompt, image URL or local path) and
 writes result_clip.csv: the input's id, prompt and image, then clip_score, prompt_tokens,
-prompt_truncated, status and error, then the input's other columns.
+prompt_truncated, status (ok, error or skipped) and error, raw_prompt, then the input's
+other columns.
+
+By default the prompt scored is the cleaned one (prompt_cleaning.clean_prompt: the user's
+visual description without system messages, parameters or commands, with the product
+subject added from the category); the prompt as given is kept in raw_prompt, and a row
+with nothing visual left is `skipped`. --no-clean scores prompts as given.
 
 CLIPScore here is the cosine similarity of the L2-normalised image and text embeddings,
 as the article uses it: -1..1 in theory, mostly 0..0.6 in practice (an exact match scores
@@ -30,7 +36,9 @@ from cli_support import (
     EXIT_ROW_ERRORS,
     add_column_arguments,
     RuntimeOptions,
+    add_cleaning_arguments,
     add_runtime_arguments,
+    cleaning_options_from,
     flags,
     log,
     new_parser,
@@ -41,6 +49,7 @@ from cli_support import (
 from csv_io import AtomicCsvWriter, read_rows
 from image_pipeline import PreparedRow, batched, features_for, prepare_rows
 from metrics import clip_score
+from prompt_cleaning import CleaningOptions, clean_rows
 from model_loading import (
     CLIP_DEFAULT_MODEL,
     LazyModel,
@@ -56,6 +65,7 @@ from score_cache import ScoreCache, open_cache, weights_key
 
 CONTEXT_LENGTH = 52  # every released Chinese-CLIP model uses 52 text tokens
 PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
+NOTHING_VISUAL = "no visual description left after cleaning the prompt (see raw_prompt)"
 CLIP_RESULT_COLUMNS = [col.CLIP_SCORE, col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.STATUS, col.ERROR]
 
 
@@ -137,6 +147,8 @@ class ClipScorer:
             if prompt:
                 tokens = count_prompt_tokens(prompt)
                 result.update({col.PROMPT_TOKENS: tokens, col.PROMPT_TRUNCATED: str(tokens > CONTEXT_LENGTH).lower()})
+            elif item.ok and item.row.get(col.RAW_PROMPT, "").strip():
+                result.update({col.STATUS: col.STATUS_SKIPPED, col.ERROR: NOTHING_VISUAL})
             elif item.ok:
                 result[col.ERROR] = f"empty prompt in column {prompt_col}"
             results.append(result)
@@ -155,9 +167,9 @@ class ClipScorer:
 
 
 def clip_output_columns(header: Sequence[str], id_col: str, prompt_col: str, image_col: str) -> list[str]:
-    """id, prompt, image, the CLIP result columns, then the input's remaining columns."""
-    lead = [id_col, prompt_col, image_col]
-    return lead + CLIP_RESULT_COLUMNS + [name for name in header if name not in lead + CLIP_RESULT_COLUMNS]
+    """id, prompt, image, the CLIP result columns, raw_prompt, then the input's remaining columns."""
+    lead = [id_col, prompt_col, image_col] + CLIP_RESULT_COLUMNS + [col.RAW_PROMPT]
+    return lead + [name for name in header if name not in lead]
 
 
 def score_rows_with_clip(
@@ -178,11 +190,16 @@ def evaluate_clipscore(
     image_col: str = col.IMAGE_URL,
     model_name: str = CLIP_DEFAULT_MODEL,
     model_dir: Path | None = None,
+    cleaning: CleaningOptions | None = None,
     runtime: RuntimeOptions | None = None,
 ) -> tuple[int, int]:
-    """Score every row of `input_path` and write `output_path`; returns (rows, rows with errors)."""
-    runtime = runtime or RuntimeOptions()
+    """Score every row of `input_path` and write `output_path`; returns (rows, rows with status error).
+
+    Prompts are cleaned first (see prompt_cleaning.clean_rows) unless `cleaning` disables it.
+    """
+    runtime, cleaning = runtime or RuntimeOptions(), cleaning or CleaningOptions()
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
+    rows = clean_rows(rows, prompt_col, cleaning, col.RAW_PROMPT)
     cache = open_cache(runtime.fetch.cache_dir)
     scorer = ClipScorer.load(model_name, model_dir, resolve_device(runtime.device), runtime.precision, cache)
     prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent)
@@ -190,7 +207,7 @@ def evaluate_clipscore(
     with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
         with tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=runtime.quiet) as progress:
             for row in score_rows_with_clip(prepared, scorer, prompt_col, runtime.batch_size):
-                errors += row[col.STATUS] != col.STATUS_OK
+                errors += row[col.STATUS] == col.STATUS_ERROR
                 writer.write(row)
                 progress.update()
         writer.commit()
@@ -206,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
     parser.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
+    add_cleaning_arguments(parser)
     add_runtime_arguments(parser, batch_size=32)
     args = parser.parse_args(argv)
     setup_logging(args.quiet)
@@ -213,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         _, errors = evaluate_clipscore(
             args.input, args.output, id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col,
-            model_name=args.model, model_dir=args.model_dir, runtime=runtime_options_from(args),
+            model_name=args.model, model_dir=args.model_dir, cleaning=cleaning_options_from(args),
+            runtime=runtime_options_from(args),
         )
         return EXIT_ROW_ERRORS if errors else EXIT_OK
 

@@ -3,7 +3,8 @@
 Reads a CSV with one row per generated image (id, prompt, image URL or local path) and
 writes result_is.csv (the input's id, prompt and image, then top1_class, top1_label,
 top1_confidence, kl, status, error, then the input's other columns) and a JSON summary
-beside it (result_is.json: inception_score_mean, inception_score_std, num_images, splits).
+beside it (result_is.json: inception_score_mean, inception_score_std, a 95% bootstrap
+interval, num_images, splits, and a one-split IS per category when there is a category column).
 
 The classifier is torchvision's Inception-v3 (IMAGENET1K_V1); each whole image is resized
 to 299x299 (bilinear, antialiased, no crop, so off-centre products stay in view) and
@@ -45,7 +46,7 @@ from cli_support import (
 )
 from csv_io import read_rows, write_bytes_atomic, write_rows, write_text_atomic
 from image_pipeline import PreparedRow, batched, features_for, prepare_rows
-from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, per_image_kl
+from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, inception_score_interval, per_image_kl
 from model_loading import (
     LazyModel,
     autocast,
@@ -58,6 +59,7 @@ from model_loading import (
 from score_cache import ScoreCache, open_cache, weights_key
 
 INCEPTION_SIZE = 299
+BOOTSTRAP_RESAMPLES = 200
 PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
 IS_RESULT_COLUMNS = [col.TOP1_CLASS, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL, col.STATUS, col.ERROR]
 
@@ -129,23 +131,41 @@ class InceptionScorer:
         """(ok rows, classes) logits in row order."""
         return torch.stack(self._logits) if self._logits else torch.empty(0, len(self.categories))
 
-    def results(self, splits: int) -> tuple[list[dict[str, object]], dict[str, object]]:
+    def _per_category(self, logits: torch.Tensor, category_col: str | None) -> dict[str, dict[str, object]]:
+        """One-split IS and image count of each category's ok rows (empty without a category column)."""
+        if not category_col or not any(category_col in row for row in self.rows):
+            return {}
+        ok_rows = [row for row, error in zip(self.rows, self.errors) if not error]
+        groups: dict[str, list[int]] = {}
+        for index, row in enumerate(ok_rows):
+            groups.setdefault(row.get(category_col, ""), []).append(index)
+        return {
+            name: {col.KEY_IS_MEAN: inception_score(logits[indices], splits=1)[0], col.KEY_NUM_IMAGES: len(indices)}
+            for name, indices in groups.items()
+        }
+
+    def results(self, splits: int, category_col: str | None = None) -> tuple[list[dict[str, object]], dict[str, object]]:
         """Per-row result fields merged into each row, and the summary for result_is.json."""
         logits = self.logits()
         n = logits.shape[0]
+        used_splits = splits if n >= splits else 1  # fewer images than splits: one split is the only meaningful IS
         summary: dict[str, object] = {
-            col.KEY_IS_MEAN: None, col.KEY_IS_STD: None, col.KEY_NUM_IMAGES: n,
-            col.KEY_SPLITS: min(splits, n), col.KEY_NUM_CLASSES: len(self.categories),
+            col.KEY_IS_MEAN: None, col.KEY_IS_STD: None, col.KEY_IS_CI_LOW: None, col.KEY_IS_CI_HIGH: None,
+            col.KEY_NUM_IMAGES: n, col.KEY_SPLITS: used_splits, col.KEY_NUM_CLASSES: len(self.categories),
             col.KEY_NUM_ERRORS: len(self.rows) - n, "shuffle_seed": IS_SHUFFLE_SEED,
-            "model": "torchvision inception_v3 IMAGENET1K_V1", col.KEY_WARNING: "",
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "model": "torchvision inception_v3 IMAGENET1K_V1",
+            col.KEY_WARNING: "", col.KEY_PER_CATEGORY: self._per_category(logits, category_col),
         }
         if n:
-            mean, std = inception_score(logits, splits=min(splits, n))
+            mean, std = inception_score(logits, splits=used_splits)
             summary.update({col.KEY_IS_MEAN: mean, col.KEY_IS_STD: std})
+        if n >= 2:
+            low, high = inception_score_interval(logits, splits=used_splits, resamples=BOOTSTRAP_RESAMPLES)
+            summary.update({col.KEY_IS_CI_LOW: low, col.KEY_IS_CI_HIGH: high})
         if n < col.IS_MIN_STABLE_IMAGES:
             summary[col.KEY_WARNING] = (
                 f"only {n} images scored: IS needs more than {col.IS_MIN_STABLE_IMAGES} to be stable"
-                + (f"; splits reduced from {splits} to {n}" if 0 < n < splits else "")
+                + (f"; splits reduced from {splits} to 1" if 0 < n < splits else "")
             )
         probs = logits.double().softmax(dim=1)
         confidence, top1 = probs.max(dim=1) if n else (torch.empty(0), torch.empty(0, dtype=torch.long))
@@ -179,10 +199,10 @@ def summary_path_for(output_path: Path) -> Path:
 
 def write_is_outputs(
     scorer: InceptionScorer, header: Sequence[str], output_path: Path, splits: int,
-    columns_: tuple[str, str, str], save_logits: Path | None,
+    columns_: tuple[str, str, str], save_logits: Path | None, category_col: str | None = None,
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Write result_is.csv, result_is.json and optionally the logits .npy; return rows and summary."""
-    rows, summary = scorer.results(splits)
+    rows, summary = scorer.results(splits, category_col)
     write_rows(output_path, is_output_columns(header, *columns_), rows)
     write_text_atomic(summary_path_for(output_path), json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     if save_logits:
@@ -207,6 +227,7 @@ def evaluate_is(
     weights: Path | None = None,
     splits: int = DEFAULT_IS_SPLITS,
     save_logits: Path | None = None,
+    category_col: str | None = col.CATEGORY,
     runtime: RuntimeOptions | None = None,
 ) -> tuple[int, int]:
     """Score `input_path`, write result_is.csv and result_is.json; returns (rows, rows with errors)."""
@@ -221,7 +242,8 @@ def evaluate_is(
         for batch in batched(prepared, runtime.batch_size):
             scorer.add_batch(batch)
             progress.update(len(batch))
-    out, summary = write_is_outputs(scorer, header, output_path, splits, (id_col, prompt_col, image_col), save_logits)
+    out, summary = write_is_outputs(scorer, header, output_path, splits, (id_col, prompt_col, image_col), save_logits,
+                                    category_col)
     return len(out), int(summary[col.KEY_NUM_ERRORS])
 
 
@@ -233,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_column_arguments(parser)
     parser.add_argument("--weights", type=Path, default=None,
                         help="local Inception-v3 state_dict (default: torchvision IMAGENET1K_V1, downloaded once)")
-    parser.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS, help="IS splits, as in torch-fidelity")
+    parser.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS,
+                        help="IS splits, as in torch-fidelity (1 when there are fewer images)")
+    parser.add_argument(*flags("category-col"), dest="category_col", default=col.CATEGORY,
+                        help="column with the product category: result_is.json gets a one-split IS per category")
     parser.add_argument(*flags("save-logits"), dest="save_logits", type=Path, default=None,
                         help="write the logits of the ok rows, in order, as a .npy array")
     add_runtime_arguments(parser, batch_size=32)
@@ -243,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         _, errors = evaluate_is(
             args.input, args.output, id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col,
-            weights=args.weights, splits=args.splits, save_logits=args.save_logits, runtime=runtime_options_from(args),
+            weights=args.weights, splits=args.splits, save_logits=args.save_logits, category_col=args.category_col,
+            runtime=runtime_options_from(args),
         )
         return EXIT_ROW_ERRORS if errors else EXIT_OK
 

@@ -1,14 +1,23 @@
-"""Merge CLIPScore and Inception results into one weighted total score per image.
+"""Merge CLIPScore and Inception results into a weighted total per image, and decide.
 
 Merge mode (the article's command) reads result_clip.csv and result_is.csv (with
-result_is.json beside it), joins them on id and writes result_total.csv:
+result_is.json beside it), joins them on id and writes result_total.csv with a
+`regenerate` column (why an image should be generated again: clip_score below --min-clip,
+top-1 confidence below --min-confidence), result_category.csv (per-category counts,
+shares, means, spreads and IS, when there is a category column) and report.html:
 
     python main.py --clip_weight 0.6 --is_weight 0.4
 
 Score mode scores a CSV with both models in one process, each image fetched and decoded
-once, writes result_clip.csv, result_is.csv and result_is.json, then merges:
+once (prompts cleaned first, see evaluate_clipscore.py), writes result_clip.csv,
+result_is.csv and result_is.json, then merges and decides as above:
 
     python main.py --input samples/sample.csv
+
+Compare mode sets two scored runs side by side (difference, 95% interval, t-test and rank
+test, paired on id when the runs share ids) and writes compare.csv:
+
+    python main.py --compare result_total_a.csv result_total_b.csv
 
 Normalisation before weighting: clip_norm = min(max(clip_score, 0), 0.6) / 0.6 (the
 article's practical CLIPScore range; --clip-ceiling changes 0.6), is_norm = per-image KL
@@ -18,7 +27,6 @@ is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +36,11 @@ import columns as col
 from cli_support import (
     EXIT_OK,
     EXIT_ROW_ERRORS,
-    add_column_arguments,
     RuntimeOptions,
+    add_cleaning_arguments,
+    add_column_arguments,
     add_runtime_arguments,
+    cleaning_options_from,
     flags,
     log,
     new_parser,
@@ -38,119 +48,43 @@ from cli_support import (
     runtime_options_from,
     setup_logging,
 )
-from csv_io import AtomicCsvWriter, InputError, read_rows, write_rows
+from compare_runs import COMPARE_COLUMNS, compare_runs, format_comparison
+from csv_io import AtomicCsvWriter, read_rows, write_rows
+from decisions import (
+    DEFAULT_MIN_CLIP,
+    DEFAULT_MIN_CONFIDENCE,
+    Thresholds,
+    category_table,
+    format_summary,
+    imbalance_warning,
+    regenerate_reasons,
+    run_summary,
+)
 from evaluate_clipscore import ClipScorer, clip_output_columns
-from evaluate_is import InceptionScorer, summary_path_for, write_is_outputs
+from evaluate_is import InceptionScorer, write_is_outputs
+from image_fetch import FetchConfig
 from image_pipeline import batched, prepare_rows
-from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS, normalise_clip, normalise_kl, weighted_total
+from merge_scores import check_weights, merge_score_files
+from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
 from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, resolve_device
+from prompt_cleaning import CleaningOptions, clean_rows
 from score_cache import open_cache
 
-TOTAL_COLUMNS_AFTER_LEAD = [
-    col.CLIP_SCORE, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL,
-    col.CLIP_NORM, col.IS_NORM, col.TOTAL_SCORE, col.STATUS, col.ERROR,
-]
-DEFAULT_NUM_CLASSES = 1000
-
-
-def check_weights(clip_weight: float, is_weight: float) -> None:
-    """Raise ValueError for negative weights or both zero."""
-    weighted_total(0.0, 0.0, clip_weight, is_weight)
-
-
-def _index_by_id(rows: list[dict[str, str]], id_col: str, path: Path) -> dict[str, dict[str, str]]:
-    index: dict[str, dict[str, str]] = {}
-    for row in rows:
-        key = row[id_col]
-        if key in index:
-            raise InputError(f"{path}: id {key!r} appears more than once; ids must be unique to merge on id")
-        index[key] = row
-    return index
-
-
-def pair_rows(
-    clip_rows: list[dict[str, str]], is_rows: list[dict[str, str]], id_col: str, clip_path: Path, is_path: Path
-) -> list[tuple[dict[str, str] | None, dict[str, str] | None]]:
-    """Pair the rows of the two result files: position by position when both list the same
-    ids in the same order (as when made from one input), else joined on unique ids."""
-    if [r[id_col] for r in clip_rows] == [r[id_col] for r in is_rows]:
-        return list(zip(clip_rows, is_rows))
-    clip_index, is_index = _index_by_id(clip_rows, id_col, clip_path), _index_by_id(is_rows, id_col, is_path)
-    pairs: list[tuple[dict[str, str] | None, dict[str, str] | None]] = [(r, is_index.get(r[id_col])) for r in clip_rows]
-    return pairs + [(None, r) for r in is_rows if r[id_col] not in clip_index]
-
-
-def merge_pair(
-    clip_row: dict[str, str] | None, is_row: dict[str, str] | None, *, clip_weight: float, is_weight: float,
-    num_classes: int, clip_ceiling: float, clip_name: str, is_name: str,
-) -> dict[str, object]:
-    """One result_total row from a CLIP row and an IS row of the same image (either may be missing)."""
-    merged: dict[str, object] = {**(is_row or {}), **(clip_row or {})}
-    reasons = []
-    for row, name in ((clip_row, clip_name), (is_row, is_name)):
-        if row is None:
-            reasons.append(f"missing from {name}")
-        elif row.get(col.STATUS) != col.STATUS_OK:
-            reasons.append(f"{name}: {row.get(col.ERROR) or 'not scored'}")
-    for field in (col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL):
-        merged[field] = (is_row or {}).get(field, "")
-    merged[col.CLIP_SCORE] = (clip_row or {}).get(col.CLIP_SCORE, "")
-    if reasons:
-        merged.update({col.STATUS: col.STATUS_ERROR, col.ERROR: "; ".join(reasons)})
-        return merged
-    clip_norm = normalise_clip(float(clip_row[col.CLIP_SCORE]), clip_ceiling)
-    is_norm = normalise_kl(float(is_row[col.KL]), num_classes)
-    merged.update({
-        col.CLIP_NORM: f"{clip_norm:.6f}", col.IS_NORM: f"{is_norm:.6f}",
-        col.TOTAL_SCORE: f"{weighted_total(clip_norm, is_norm, clip_weight, is_weight):.6f}",
-        col.STATUS: col.STATUS_OK, col.ERROR: "",
-    })
-    return merged
-
-
-def read_num_classes(summary_path: Path) -> int:
-    """num_classes from result_is.json, or 1000 (ImageNet) when the summary is absent."""
-    if not summary_path.is_file():
-        return DEFAULT_NUM_CLASSES
-    try:
-        return int(json.loads(summary_path.read_text(encoding="utf-8")).get(col.KEY_NUM_CLASSES, DEFAULT_NUM_CLASSES))
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"{summary_path}: not a valid IS summary ({exc})") from None
-
-
-def merge_results(
-    clip_path: Path, is_path: Path, output_path: Path, *, clip_weight: float = 0.6, is_weight: float = 0.4,
-    id_col: str = col.ID, prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL,
-    clip_ceiling: float = DEFAULT_CLIP_CEILING,
-) -> list[dict[str, object]]:
-    """Join result_clip.csv and result_is.csv on id and write result_total.csv; returns its rows."""
-    check_weights(clip_weight, is_weight)
-    if not 0 < clip_ceiling <= 1:
-        raise ValueError(f"--clip-ceiling must be in (0, 1], got {clip_ceiling}")
-    clip_header, clip_rows = read_rows(clip_path, [id_col, col.CLIP_SCORE, col.STATUS, col.ERROR])
-    is_header, is_rows = read_rows(is_path, [id_col, col.KL, col.TOP1_LABEL, col.STATUS, col.ERROR])
-    num_classes = read_num_classes(summary_path_for(is_path))
-    merged = [
-        merge_pair(c, i, clip_weight=clip_weight, is_weight=is_weight, num_classes=num_classes,
-                   clip_ceiling=clip_ceiling, clip_name=clip_path.name, is_name=is_path.name)
-        for c, i in pair_rows(clip_rows, is_rows, id_col, clip_path, is_path)
-    ]
-    lead = [id_col, prompt_col, image_col]
-    known = set(lead + TOTAL_COLUMNS_AFTER_LEAD + [col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.TOP1_CLASS])
-    extra = [name for name in dict.fromkeys(clip_header + is_header) if name not in known]
-    write_rows(output_path, lead + TOTAL_COLUMNS_AFTER_LEAD + extra, merged)
-    return merged
+CATEGORY_COLUMNS = [col.CAT_CATEGORY, col.CAT_COUNT, col.CAT_SHARE, col.CAT_CLIP_MEAN, col.CAT_CLIP_STD,
+                    col.CAT_TOTAL_MEAN, col.CAT_TOTAL_STD, col.CAT_IS, col.CAT_IS_IMAGES, col.CAT_REGENERATE]
 
 
 def score_both(
     input_path: Path, clip_output: Path, is_output: Path, *, id_col: str, prompt_col: str, image_col: str,
-    model_name: str, model_dir: Path | None, weights: Path | None, splits: int, runtime: RuntimeOptions,
+    model_name: str, model_dir: Path | None, weights: Path | None, splits: int, cleaning: CleaningOptions,
+    runtime: RuntimeOptions,
 ) -> None:
     """Score `input_path` with both models in one pass (each image fetched and decoded once)
     and write result_clip.csv, result_is.csv and result_is.json."""
     if splits < 1:
         raise ValueError(f"--splits must be at least 1, got {splits}")
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
+    rows = clean_rows(rows, prompt_col, cleaning, col.RAW_PROMPT)
     device = resolve_device(runtime.device)
     cache = open_cache(runtime.fetch.cache_dir)
     clip = ClipScorer.load(model_name, model_dir, device, runtime.precision, cache)
@@ -164,19 +98,45 @@ def score_both(
                 inception.add_batch(batch, slot=1)
                 progress.update(len(batch))
         writer.commit()
-    write_is_outputs(inception, header, is_output, splits, (id_col, prompt_col, image_col), None)
+    write_is_outputs(inception, header, is_output, splits, (id_col, prompt_col, image_col), None, cleaning.category_col)
 
 
-def summarise(rows: Sequence[dict[str, object]]) -> str:
-    """One line: rows, errors and the mean of each score over the ok rows."""
-    ok = [r for r in rows if r[col.STATUS] == col.STATUS_OK]
+def decide_and_write(
+    clip_path: Path, is_path: Path, output_path: Path, *, clip_weight: float = 0.6, is_weight: float = 0.4,
+    id_col: str = col.ID, prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL, category_col: str = col.CATEGORY,
+    clip_ceiling: float = DEFAULT_CLIP_CEILING, thresholds: Thresholds | None = None,
+    category_output: Path | None = None, report_path: Path | None = None, image_base_dir: Path | None = None,
+    fetch: FetchConfig | None = None,
+) -> dict[str, object]:
+    """Merge the two result files, flag images to regenerate, and write result_total.csv, the
+    per-category CSV (when there is a category column) and report.html. Returns the run summary."""
+    thresholds = thresholds or Thresholds()
+    columns, rows, is_summary = merge_score_files(
+        clip_path, is_path, clip_weight=clip_weight, is_weight=is_weight, id_col=id_col, prompt_col=prompt_col,
+        image_col=image_col, clip_ceiling=clip_ceiling)
+    for row in rows:
+        row[col.REGENERATE] = regenerate_reasons(row, thresholds)
+    write_rows(output_path, columns, rows)
+    table: list[dict[str, object]] = []
+    if category_col in columns:
+        table = category_table(rows, category_col, is_summary.get(col.KEY_PER_CATEGORY, {}))
+        if category_output:
+            write_rows(category_output, CATEGORY_COLUMNS, table)
+    warnings = [is_summary.get(col.KEY_WARNING, ""), imbalance_warning(table)]
+    summary = run_summary(rows, is_summary, clip_weight, is_weight, warnings)
+    if report_path:
+        from report_html import write_html_report
 
-    def mean(key: str) -> str:
-        values = [float(r[key]) for r in ok if r.get(key) not in (None, "")]
-        return f"{sum(values) / len(values):.4f}" if values else "n/a"
+        write_html_report(report_path, summary=summary, rows=rows, categories=table, id_col=id_col,
+                          prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch)
+    return summary
 
-    return (f"{len(rows)} rows, {len(rows) - len(ok)} errors; mean clip_score {mean(col.CLIP_SCORE)}, "
-            f"mean kl {mean(col.KL)}, mean total_score {mean(col.TOTAL_SCORE)}")
+
+def run_compare(path_a: Path, path_b: Path, output_path: Path, id_col: str) -> None:
+    """--compare: write the A/B comparison and show it on stderr."""
+    results = compare_runs(path_a, path_b, id_col)
+    write_rows(output_path, COMPARE_COLUMNS, results)
+    log.info("%s\nwrote %s", format_comparison(results, str(path_a), str(path_b)), output_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,30 +152,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Inception results (read, or written with --input); summary beside it as .json")
     parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_TOTAL_OUTPUT), help="merged result CSV")
     add_column_arguments(parser)
+    decisions = parser.add_argument_group("decisions and report")
+    decisions.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
+                           help="flag images whose clip_score is below this for regeneration")
+    decisions.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                           help="flag images whose Inception top-1 confidence is below this")
+    decisions.add_argument(*flags("category-output"), dest="category_output", type=Path,
+                           default=Path(col.DEFAULT_CATEGORY_OUTPUT), help="per-category table (with a category column)")
+    decisions.add_argument("--report", type=Path, default=Path(col.DEFAULT_REPORT), help="self-contained HTML report")
+    decisions.add_argument(*flags("no-report"), dest="no_report", action="store_true", help="do not write the HTML report")
+    decisions.add_argument("--compare", type=Path, nargs=2, metavar=("A.csv", "B.csv"), default=None,
+                           help="compare two scored runs instead (paired on id when they share ids)")
+    decisions.add_argument(*flags("compare-output"), dest="compare_output", type=Path,
+                           default=Path(col.DEFAULT_COMPARE_OUTPUT), help="where --compare writes its table")
     scoring = parser.add_argument_group("scoring (with --input)")
     scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
     scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
                          help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
     scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
     scoring.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS, help="IS splits")
+    add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=32)
     args = parser.parse_args(argv)
     setup_logging(args.quiet)
 
     def body() -> int:
+        if args.compare:
+            run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col)
+            return EXIT_OK
         check_weights(args.clip_weight, args.is_weight)
+        thresholds = Thresholds(args.min_clip, args.min_confidence)
+        runtime = runtime_options_from(args)
         if args.input is not None:
             score_both(
                 args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
                 image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
-                splits=args.splits, runtime=runtime_options_from(args),
+                splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
             )
-        rows = merge_results(
+        summary = decide_and_write(
             args.clip_result, args.is_result, args.output, clip_weight=args.clip_weight, is_weight=args.is_weight,
-            id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col, clip_ceiling=args.clip_ceiling,
+            id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col, category_col=args.category_col,
+            clip_ceiling=args.clip_ceiling, thresholds=thresholds, category_output=args.category_output,
+            report_path=None if args.no_report else args.report,
+            image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
         )
-        log.info("wrote %s: %s", args.output, summarise(rows))
-        return EXIT_OK if all(r[col.STATUS] == col.STATUS_OK for r in rows) else EXIT_ROW_ERRORS
+        log.info("wrote %s\n%s", args.output, format_summary(summary))
+        return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK
 
     return run_cli(body)
 

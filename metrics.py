@@ -42,6 +42,11 @@ def _mean_kl(log_p: torch.Tensor) -> torch.Tensor:
     return kl.sum(dim=1)
 
 
+def _is_from_log_p(log_p: torch.Tensor, splits: int) -> list[float]:
+    n = log_p.shape[0]
+    return [_mean_kl(log_p[i * n // splits : (i + 1) * n // splits]).mean().exp().item() for i in range(splits)]
+
+
 def inception_score(
     logits: torch.Tensor, splits: int = DEFAULT_IS_SPLITS, shuffle: bool = True, seed: int = IS_SHUFFLE_SEED
 ) -> tuple[float, float]:
@@ -60,11 +65,28 @@ def inception_score(
         raise ValueError(f"splits must be between 1 and the number of images ({n}), got {splits}")
     if shuffle:
         logits = logits[np.random.RandomState(seed).permutation(n), :]
-    log_p = logits.double().log_softmax(dim=1)
-    scores = [
-        _mean_kl(log_p[i * n // splits : (i + 1) * n // splits]).mean().exp().item() for i in range(splits)
-    ]
+    scores = _is_from_log_p(logits.double().log_softmax(dim=1), splits)
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def inception_score_interval(
+    logits: torch.Tensor, splits: int = DEFAULT_IS_SPLITS, resamples: int = 200, level: float = 0.95,
+    seed: int = IS_SHUFFLE_SEED,
+) -> tuple[float, float]:
+    """Bootstrap percentile interval of the Inception Score.
+
+    Each of `resamples` draws N rows with replacement (numpy RandomState(seed)) and computes
+    the mean IS over `splits` chunks, as inception_score does; returns the (1-level)/2 and
+    (1+level)/2 quantiles of those means.
+    """
+    n = logits.shape[0]
+    if n < 2 or resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"a bootstrap interval needs 2+ images, 1+ resamples and 0<level<1 (got {n}, {resamples}, {level})")
+    log_p = logits.double().log_softmax(dim=1)
+    rng = np.random.RandomState(seed)
+    means = [float(np.mean(_is_from_log_p(log_p[torch.from_numpy(rng.randint(0, n, n))], splits))) for _ in range(resamples)]
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def per_image_kl(logits: torch.Tensor) -> torch.Tensor:

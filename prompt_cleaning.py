@@ -230,3 +230,27 @@ def label_subject(prompt: str, category: str, subjects: dict[str, str]) -> str:
     if not prompt or not subject or subject.lower() in prompt.lower():
         return prompt
     return f"{prompt}，{subject}" if CJK.search(prompt + subject) else f"{prompt}, {subject}"
+
+
+@dataclass(frozen=True)
+class CleaningOptions:
+    """Whether and how stage inputs' prompts are cleaned before scoring."""
+
+    enabled: bool = True
+    rules_path: Path | None = None
+    subjects_path: Path | None = None
+    category_col: str = "category"
+
+
+def clean_rows(rows: list[dict[str, str]], prompt_col: str, options: CleaningOptions, raw_col: str) -> list[dict[str, str]]:
+    """Rows whose `prompt_col` holds the cleaned, subject-labelled prompt and `raw_col` the prompt
+    as given (kept from an earlier run when the row already has it). Unchanged when disabled."""
+    if not options.enabled:
+        return rows
+    rules, subjects = load_rules(options.rules_path), load_subjects(options.subjects_path)
+    cleaned = []
+    for row in rows:
+        raw = row.get(raw_col) or row.get(prompt_col, "")
+        prompt = label_subject(clean_prompt(raw, rules), row.get(options.category_col, ""), subjects)
+        cleaned.append({**row, prompt_col: prompt, raw_col: raw})
+    return cleaned

@@ -41,7 +41,8 @@ from evaluate_clipscore import ClipScorer  # noqa: E402
 from evaluate_is import InceptionScorer  # noqa: E402
 from image_fetch import FetchConfig, decode_image  # noqa: E402
 from image_pipeline import batched  # noqa: E402
-from main import merge_results, score_both  # noqa: E402
+from main import decide_and_write, score_both  # noqa: E402
+from prompt_cleaning import CleaningOptions  # noqa: E402
 
 
 def write_input(path: Path, base_url: str, names: list[str], rows: int) -> list[dict[str, str]]:
@@ -68,8 +69,9 @@ def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], run
     """main.py --input, called in-process: score with both models, then merge."""
     out = {name: work / f"{tag}_{name}" for name in ("clip.csv", "is.csv", "total.csv")}
     score_both(input_csv, out["clip.csv"], out["is.csv"], id_col=col.ID, prompt_col=col.PROMPT, image_col=col.IMAGE_URL,
-               model_name="ViT-B-16", model_dir=models["clip"], weights=models["inception"], splits=10, runtime=runtime)
-    merge_results(out["clip.csv"], out["is.csv"], out["total.csv"])
+               model_name="ViT-B-16", model_dir=models["clip"], weights=models["inception"], splits=10,
+               cleaning=CleaningOptions(), runtime=runtime)
+    decide_and_write(out["clip.csv"], out["is.csv"], out["total.csv"], category_output=work / f"{tag}_category.csv")
     return out
 
 
@@ -94,7 +96,8 @@ def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path]) -> flo
     """Peak resident memory of `python main.py --input` on `input_csv`, without caches."""
     command = [sys.executable, str(ROOT / "main.py"), "--input", str(input_csv), "--model-dir", str(models["clip"]),
                "--weights", str(models["inception"]), "--no-cache", "-q", "--clip-result", str(work / "mem_clip.csv"),
-               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv")]
+               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"), "--no-report",
+               "--category-output", str(work / "mem_category.csv")]
     process = subprocess.Popen(command)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)

@@ -1,6 +1,7 @@
 """CLIPScore: agreement with cn_clip's own encoders, batch independence, truncation, errors."""
 
 import contextlib
+import json
 import io
 
 import pytest
@@ -123,3 +124,36 @@ def test_cli_rejects_missing_columns(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"error: {path}: missing column(s) prompt, image_url" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_prompts_are_cleaned_labelled_and_kept_raw(tmp_path, clip_dir, image_files):
+    raws = [
+        json.dumps({"messages": [{"role": "system", "content": "只输出背景描述"}, {"role": "user", "content": "给我做一张薰衣草花田背景的主图"}]},
+                   ensure_ascii=False),
+        "不好看，重画",
+        "香芋薰衣草",
+        "",
+        json.dumps({"prompt": "雪地背景", "negative_prompt": "模糊", "seed": 1}, ensure_ascii=False),
+    ]
+    rows = [{"id": f"r{i}", "prompt": p, "image_url": str(f), "category": "蛋糕"} for i, (p, f) in enumerate(zip(raws, image_files))]
+    path, out = write_csv(tmp_path / "in.csv", rows), tmp_path / "out.csv"
+    n, errors = run_clip(path, out, model_name="RN50", model_dir=clip_dir, runtime=cpu_fp32())
+    result = read_csv(out)
+    assert (n, errors) == (5, 1)  # the empty prompt is an error; the command-only one is skipped, not an error
+    assert [r["prompt"] for r in result] == ["薰衣草花田背景，蛋糕", "", "香芋薰衣草，蛋糕", "", "雪地背景，蛋糕"]
+    assert [r[col.RAW_PROMPT] for r in result] == raws
+    assert [r[col.STATUS] for r in result] == ["ok", "skipped", "ok", "error", "ok"]
+    assert "no visual description" in result[1][col.ERROR]
+    # Rescoring the output keeps the original raw prompt and gives the same scores.
+    run_clip(out, tmp_path / "again.csv", model_name="RN50", model_dir=clip_dir, runtime=cpu_fp32())
+    again = read_csv(tmp_path / "again.csv")
+    assert [r[col.RAW_PROMPT] for r in again] == raws and [r[col.CLIP_SCORE] for r in again] == [r[col.CLIP_SCORE] for r in result]
+
+
+def test_no_clean_scores_prompts_as_given(tmp_path, clip_dir, image_files, capsys):
+    rows = [{"id": "a", "prompt": "不好看，重画", "image_url": str(image_files[0])}]
+    out = tmp_path / "out.csv"
+    code = evaluate_clipscore.main(["--input", str(write_csv(tmp_path / "in.csv", rows)), "--output", str(out), "--model", "RN50",
+                                    "--model-dir", str(clip_dir), "--no-clean", "-q"])
+    (row,) = read_csv(out)
+    assert code == 0 and row["prompt"] == "不好看，重画" and row[col.STATUS] == "ok" and row[col.RAW_PROMPT] == ""

@@ -58,7 +58,10 @@ def test_default_weights_come_from_torchvision_cache(tmp_path, inception_weights
     rows, errors = evaluate_is.evaluate_is(_csv(tmp_path, image_files), tmp_path / "r.csv", runtime=cpu_fp32())
     assert (rows, errors) == (5, 0)
     summary = json.loads((tmp_path / "r.json").read_text())
-    assert summary[col.KEY_SPLITS] == 5 and "splits reduced from 10 to 5" in summary[col.KEY_WARNING]
+    assert summary[col.KEY_SPLITS] == 1 and "splits reduced from 10 to 1" in summary[col.KEY_WARNING]
+    assert summary[col.KEY_IS_CI_LOW] <= summary[col.KEY_IS_CI_HIGH]
+    assert summary[col.KEY_PER_CATEGORY]["蛋糕"][col.KEY_NUM_IMAGES] == 5
+    assert summary[col.KEY_PER_CATEGORY]["蛋糕"][col.KEY_IS_MEAN] == pytest.approx(summary[col.KEY_IS_MEAN])
     assert math.isfinite(summary[col.KEY_IS_MEAN])
 
 

@@ -31,9 +31,11 @@ def results(tmp_path):
 
 
 def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
-    rows = main.merge_results(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
-    written = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
+    summary = main.decide_and_write(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
+    rows = read_csv(tmp_path / "total.csv")
+    written = {r["id"]: r for r in rows}
     assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert (summary[col.SUM_ROWS], summary[col.SUM_OK], summary[col.SUM_ERRORS]) == (5, 2, 3)
     assert float(written["a"][col.TOTAL_SCORE]) == pytest.approx(0.6 * 0.5 + 0.4 * 0.5, abs=1e-6)
     assert float(written["b"][col.TOTAL_SCORE]) == pytest.approx(0.6 * 1.0 + 0.4 * 0.0, abs=1e-6)
     assert written["c"][col.STATUS] == "error" and "result_clip.csv: empty prompt" in written["c"][col.ERROR]
@@ -44,7 +46,7 @@ def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
 
 def test_article_command_uses_default_files(tmp_path, results, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main.main(["--clip_weight", "1", "--is_weight", "0", "-q"]) == 1  # some rows are errors
+    assert main.main(["--clip_weight", "1", "--is_weight", "0", "--no-report", "-q"]) == 1  # some rows are errors
     total = {r["id"]: r for r in read_csv(tmp_path / "result_total.csv")}
     assert float(total["b"][col.TOTAL_SCORE]) == pytest.approx(1.0)
     assert capsys.readouterr().out == ""
@@ -52,7 +54,7 @@ def test_article_command_uses_default_files(tmp_path, results, monkeypatch, caps
 
 def test_num_classes_comes_from_the_summary(tmp_path, results):
     (tmp_path / "result_is.json").write_text(json.dumps({col.KEY_NUM_CLASSES: 10}))
-    main.merge_results(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
+    main.decide_and_write(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
     total = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
     assert float(total["a"][col.IS_NORM]) == 1.0  # ln(1000)/2 nats exceeds ln(10)
 
@@ -67,7 +69,7 @@ def test_num_classes_comes_from_the_summary(tmp_path, results):
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, results, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
-    assert main.main(args + ["-q"]) == 2
+    assert main.main(args + ["--no-report", "-q"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "result_total.csv").exists()
@@ -76,7 +78,8 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, results, monkeypatch, caps
 def test_duplicate_ids_in_differently_ordered_files_are_refused(tmp_path, capsys):
     clip = write_csv(tmp_path / "c.csv", [CLIP_ROWS[0], CLIP_ROWS[0], CLIP_ROWS[1]])
     is_ = write_csv(tmp_path / "i.csv", [IS_ROWS[0], IS_ROWS[1]])
-    assert main.main(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"), "-q"]) == 2
+    assert main.main(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"),
+                      "--no-report", "-q"]) == 2
     assert "id 'a' appears more than once" in capsys.readouterr().err
 
 
@@ -86,10 +89,11 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     out = {name: tmp_path / name for name in ("result_clip.csv", "result_is.csv", "result_total.csv")}
     code = main.main(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
                       "--clip-result", str(out["result_clip.csv"]), "--is-result", str(out["result_is.csv"]),
-                      "--output", str(out["result_total.csv"]), "--device", "cpu", "--precision", "fp32", "--no-cache"])
+                      "--output", str(out["result_total.csv"]), "--device", "cpu", "--precision", "fp32", "--no-cache",
+                      "--category-output", str(tmp_path / "result_category.csv"), "--no-report"])
     captured = capsys.readouterr()
     assert code == 0 and captured.out == ""
-    assert "wrote" in captured.err and "5 rows, 0 errors" in captured.err
+    assert "wrote" in captured.err and "rows 5: 5 scored, 0 errors, 0 skipped" in captured.err
     total = read_csv(out["result_total.csv"])
     assert [r["id"] for r in total] == ["s-1", "s-2", "s-3", "s-4", "s-5"]
     assert all(0 <= float(r[col.TOTAL_SCORE]) <= 1 for r in total)

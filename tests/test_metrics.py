@@ -95,3 +95,18 @@ def test_normalisation_and_weighting():
         weighted_total(1, 1, -0.1, 1)
     with pytest.raises(ValueError, match="both 0"):
         weighted_total(1, 1, 0, 0)
+
+
+def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_images():
+    from metrics import inception_score_interval
+
+    generator = torch.Generator().manual_seed(5)
+    small = torch.randn(40, 20, generator=generator) * 3
+    large = torch.randn(400, 20, generator=generator) * 3
+    low, high = inception_score_interval(small, splits=1, resamples=300)
+    assert low < inception_score(small, splits=1)[0] < high
+    low_l, high_l = inception_score_interval(large, splits=1, resamples=300)
+    assert high_l - low_l < high - low
+    assert inception_score_interval(small, splits=1, resamples=50) == inception_score_interval(small, splits=1, resamples=50)
+    uniform = inception_score_interval(torch.zeros(30, 10), splits=3, resamples=20)
+    assert uniform == pytest.approx((1.0, 1.0))
