@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 import columns as col
 from cli_support import flags, log, new_parser, run_cli, setup_logging
-from csv_io import read_rows
+from csv_io import InputError, read_rows
 from dubbo_util import TRANSPORTS, DubboCallError, ServiceAddress, SetupError, parse_host_port
 from generation_state import ERROR_COLUMNS, Journal, LockHeldError, RunLock, RunState, journal_path, load_state, save_state
 from request_template import DEFAULT_RESPONSE_PATH, DEFAULT_TEMPLATE, RequestTemplate, ResponseShapeError, extract_image_urls
@@ -179,6 +179,10 @@ def select_pending(rows: list[dict[str, str]], source: Path, template: RequestTe
     return pending, order, skipped
 
 
+class _Stopped(Exception):
+    """The run is ending (interrupt or SetupError); a row not yet called stays pending."""
+
+
 def call_row(key: str, row: dict[str, str], args: list, transport, response_path: str, policy: CallPolicy,
              limiter: RateLimiter, stop: threading.Event, rng: random.Random) -> dict:
     """Call the service for one row, retrying transient failures; returns its journal record.
@@ -190,7 +194,7 @@ def call_row(key: str, row: dict[str, str], args: list, transport, response_path
         attempts += 1
         limiter.wait()
         if stop.is_set():
-            raise SetupError("run stopped")
+            raise _Stopped()
         try:
             urls = extract_image_urls(transport.call(args), response_path)
             return {"key": key, "rows": output_rows(key, row, urls), "attempts": attempts}
@@ -207,26 +211,38 @@ def _call_all(pending, transport, response_path: str, policy: CallPolicy, journa
               summary: RunSummary, quiet: bool, rng: random.Random) -> None:
     limiter = RateLimiter(policy.qps)
     stop = threading.Event()
-    progress = tqdm(total=len(pending), desc="generate", unit="row", disable=quiet, file=sys.stderr)
+    # Outside a terminal (cron's log), a line every 30 s instead of ten a second.
+    progress = tqdm(total=len(pending), desc="generate", unit="row", disable=quiet, file=sys.stderr,
+                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
     pool = ThreadPoolExecutor(max_workers=policy.workers, thread_name_prefix="dubbo")
+    recorded: set = set()
+
+    def record(future) -> None:
+        outcome = future.result()
+        journal.append(outcome)  # fsynced: from here on the row survives a crash
+        recorded.add(future)
+        state.apply(outcome)
+        summary.retries += outcome["attempts"] - 1
+        if "rows" in outcome:
+            summary.generated += 1
+            summary.images += len(outcome["rows"])
+        else:
+            summary.failed += 1
+        progress.update()
+        progress.set_postfix(errors=summary.failed, retries=summary.retries, refresh=False)
+
+    futures = [pool.submit(call_row, key, row, args, transport, response_path, policy, limiter, stop, rng)
+               for key, row, args in pending]
     try:
-        futures = [pool.submit(call_row, key, row, args, transport, response_path, policy, limiter, stop, rng)
-                   for key, row, args in pending]
         for future in as_completed(futures):
-            record = future.result()
-            journal.append(record)  # fsynced: from here on the row survives a crash
-            state.apply(record)
-            summary.retries += record["attempts"] - 1
-            if "rows" in record:
-                summary.generated += 1
-                summary.images += len(record["rows"])
-            else:
-                summary.failed += 1
-            progress.update()
-            progress.set_postfix(errors=summary.failed, retries=summary.retries, refresh=False)
+            record(future)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        # Calls that were in flight when the run was stopped still count: images cost money.
+        for future in futures:
+            if future not in recorded and future.done() and not future.cancelled() and future.exception() is None:
+                record(future)
         progress.close()
 
 
@@ -242,6 +258,8 @@ def generate_requests(input_path: Path, output_path: Path, error_path: Path, con
     """
     started = time.monotonic()
     source = Path(error_path if retry_errors else input_path)
+    if retry_errors and not source.exists():
+        raise InputError(f"{source}: no such file; --retry-errors reruns the rows of the error file named by --error")
     required = list(dict.fromkeys([col.ID, col.PROMPT, *template.columns]))
     header, rows = read_rows(source, required)
     summary = RunSummary(input_rows=len(rows))
