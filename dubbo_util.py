@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 from urllib.parse import parse_qsl, unquote, urlparse
 
 log = logging.getLogger("aigc_eval")
@@ -272,8 +272,7 @@ def _providers_summary(children: Sequence[str]) -> str:
     return "; ".join(parts) + (f" and {len(urls) - 5} more" if len(urls) > 5 else "")
 
 
-def check_registry(zookeeper: str, address: ServiceAddress, connect_timeout: float,
-                   client_factory: Callable[..., Any] | None = None) -> None:
+def check_registry(zookeeper: str, address: ServiceAddress, connect_timeout: float) -> None:
     """Fail early and clearly where dubbo_client would hang or raise NoNodeError.
 
     Connects with its own short timeout (ZookeeperRegistry waits 15 s, then says only
@@ -285,7 +284,7 @@ def check_registry(zookeeper: str, address: ServiceAddress, connect_timeout: flo
     from kazoo.exceptions import KazooException, NoAuthError
     from kazoo.handlers.threading import KazooTimeoutError
 
-    client = (client_factory or KazooClient)(hosts=zookeeper, timeout=connect_timeout)
+    client = KazooClient(hosts=zookeeper, timeout=connect_timeout)
     kazoo_log = logging.getLogger("kazoo")
     level = kazoo_log.level
     kazoo_log.setLevel(logging.CRITICAL)  # its retry warnings would bury the one-line message below
@@ -335,11 +334,13 @@ class JsonRpcTransport:
         self.address = address
         self.timeout = timeout
         self.zookeeper = zookeeper
+        self.registry = None
         try:
             self.registry = dubbo_client.ZookeeperRegistry(zookeeper)
             self.client = dubbo_client.DubboClient(address.interface, self.registry,
                                                    version=address.version, group=address.group)
         except Exception as exc:  # noqa: BLE001 - kazoo and dubbo_client raise many kinds
+            self.close()
             raise SetupError(f"dubbo-python3 could not subscribe to {address.interface} in ZooKeeper at "
                              f"{zookeeper}: {exc.__class__.__name__} {exc}") from None
 

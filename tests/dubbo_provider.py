@@ -32,7 +32,8 @@ from urllib.parse import quote, urlencode
 from PIL import Image
 
 Fault = Callable[[str, int], str]  # (request key, nth call for that key, from 1) -> action
-ACTIONS = ("ok", "error", "invalid-params", "timeout", "drop", "http503")
+# Actions: "ok", "error" (-32001, outside dubbo_client's table), "invalid-params" (-32602, inside it),
+# "timeout" (stall hang_seconds), "drop" (close without answering), "http503".
 
 
 def transient_faults(rate_percent: int, seed: str = "s") -> Fault:

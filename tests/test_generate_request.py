@@ -20,7 +20,7 @@ from conftest import ROOT, read_csv, write_csv
 from csv_io import read_rows
 from dubbo_provider import (GenerationService, ImageServer, JsonRpcProvider, TelnetProvider, fault_is_transient_failure,
                             transient_faults)
-from dubbo_util import JsonRpcTransport, ServiceAddress, TelnetTransport
+from dubbo_util import JsonRpcTransport, ServiceAddress, SetupError, TelnetTransport
 from generate_request import EXIT_LOCKED, EXIT_OK, EXIT_ROW_ERRORS, EXIT_SERVICE, EXIT_USAGE, CallPolicy, generate_requests, main
 from generation_state import RunLock
 from request_template import DEFAULT_TEMPLATE, RequestTemplate
@@ -227,7 +227,7 @@ def test_no_provider_registered_exits_4(tmp_path, zookeeper, interface, capsys):
 
 def test_wrong_version_lists_what_is_registered(tmp_path, zookeeper, provider, interface):
     make_input(tmp_path / "in.csv", 2)
-    with pytest.raises(Exception, match=r"version='2\.0\.0'.*registered: jsonrpc://127\.0\.0\.1:\d+ version='1\.0\.0'"):
+    with pytest.raises(SetupError, match=r"version='2\.0\.0'.*registered: jsonrpc://127\.0\.0\.1:\d+ version='1\.0\.0'"):
         run(tmp_path, jsonrpc(zookeeper, interface, version="2.0.0"))
     assert sum(provider.service.calls.values()) == 0
 
