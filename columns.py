@@ -76,6 +76,18 @@ KEY_NUM_CLASSES = "num_classes"
 KEY_NUM_ERRORS = "num_errors"
 KEY_WARNING = "warning"
 
+# output.csv of generate_request.py: one row per generated image. `id` is the input row's id
+# plus "_" and the image's index; `source_id` keeps the input id (resume uses it).
+SOURCE_ID = "source_id"
+
+# error.csv of generate_request.py: the input row's columns, then why and when it failed.
+ERROR_TYPE = "error_type"
+ERROR_MESSAGE = "error_message"
+ATTEMPTS = "attempts"
+FAILED_AT = "failed_at"
+# error_type of a row rejected before any call (missing id, duplicate id, empty field).
+ERROR_TYPE_INVALID_ROW = "InvalidRow"
+
 # Default file names, as in the article's commands.
 DEFAULT_INPUT = "output.csv"
 DEFAULT_CLIP_OUTPUT = "result_clip.csv"
@@ -84,6 +96,10 @@ DEFAULT_TOTAL_OUTPUT = "result_total.csv"
 DEFAULT_REPORT = "report.html"
 DEFAULT_CATEGORY_OUTPUT = "result_category.csv"
 DEFAULT_COMPARE_OUTPUT = "compare.csv"
+# generate_request.py reads data.csv and writes output.csv, the evaluators' default input.
+DEFAULT_GENERATE_INPUT = "data.csv"
+DEFAULT_GENERATE_OUTPUT = DEFAULT_INPUT
+DEFAULT_GENERATE_ERROR = "error.csv"
 
 # Below this many images the article found IS unstable.
 IS_MIN_STABLE_IMAGES = 500
