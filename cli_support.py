@@ -15,7 +15,6 @@ from typing import Callable
 import columns as col
 from csv_io import InputError
 from image_fetch import FetchConfig, default_cache_dir
-from model_loading import WeightsMissingError
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
@@ -36,11 +35,11 @@ def flags(name: str) -> list[str]:
     return [kebab] if kebab == snake else [kebab, snake]
 
 
-def new_parser(doc: str | None, epilog: str = "") -> argparse.ArgumentParser:
+def new_parser(doc: str | None, epilog: str = "", exit_codes: str = EXIT_CODES_HELP) -> argparse.ArgumentParser:
     """A parser whose help shows defaults, the module docstring and the exit codes."""
     return argparse.ArgumentParser(
         description=doc,
-        epilog=f"{epilog}\n\n{EXIT_CODES_HELP}".strip(),
+        epilog=f"{epilog}\n\n{exit_codes}".strip(),
         formatter_class=type("Formatter", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
     )
 
@@ -83,11 +82,18 @@ def setup_logging(quiet: bool) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO, format="%(message)s", force=True)
 
 
+def _weights_missing_error() -> type[BaseException] | tuple[()]:
+    """model_loading's WeightsMissingError when a script has loaded it; importing it here
+    would load torch into scripts that need no model (message_listener.py)."""
+    module = sys.modules.get("model_loading")
+    return module.WeightsMissingError if module is not None else ()
+
+
 def run_cli(body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into one line on stderr and an exit code."""
     try:
         return body()
-    except WeightsMissingError as exc:
+    except _weights_missing_error() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_WEIGHTS
     except (InputError, ValueError) as exc:
