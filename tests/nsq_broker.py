@@ -71,6 +71,7 @@ class NsqBroker:
         self.msg_timeout, self.max_msg_timeout = msg_timeout, max_msg_timeout
         self.max_rdy_count, self.default_heartbeat = max_rdy_count, default_heartbeat
         self.requeue_on_disconnect = requeue_on_disconnect
+        self.drop_fins = 0  # this many FINs are lost on the way, so their messages come back
         self.topics: dict[str, Topic] = {}
         self.clients: list[Client] = []
         self.commands: list[tuple[int, bytes]] = []  # (client number, command line) in arrival order

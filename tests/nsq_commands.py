@@ -117,7 +117,9 @@ async def execute(broker, client, params: list[bytes], reader: asyncio.StreamRea
         if client.state not in ("subscribed", "closing"):
             raise ClientError("E_INVALID", f"cannot {command} in current state")
         message_id = _message_id(params, command, 3 if command == "REQ" else 2)
-        if command == "FIN":
+        if command == "FIN" and broker.drop_fins > 0:
+            broker.drop_fins -= 1  # lost in transit: the message stays in flight until it times out
+        elif command == "FIN":
             client.channel.finish(client, message_id)
         elif command == "TOUCH":
             client.channel.touch(client, message_id, client.msg_timeout)
