@@ -253,3 +253,25 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(broker, tmp_path
     assert stats["depth"] == stats["in_flight"] == 0 and not (tmp_path / "output.dead_letter.jsonl").read_bytes()
     print(f"\n{kills} kills, {len(rows)} rows from {total} messages, {stats['delivered']} deliveries, "
           f"{stats['timed_out']} redelivered after a kill, torn tail repaired: {(tmp_path / 'output.csv.torn').exists()}")
+
+
+def test_published_over_http_collected_then_scored_by_evaluate_clipscore(broker, tmp_path, clip_dir, image_server):
+    """The article's chain: the generation service publishes, the listener collects, the evaluator scores."""
+    import urllib.request
+
+    from evaluate_clipscore import evaluate_clipscore
+    from image_fetch import FetchConfig
+
+    base, _ = image_server
+    for i, paths in enumerate([["/good.jpg", "/rgba.png"], ["/cmyk.jpg"]]):
+        record = {"request_id": f"req-{i}", "prompt": "大理石台面上的蛋糕", "image_urls": [base + p for p in paths], "category": "蛋糕"}
+        request = urllib.request.Request(f"http://{broker.http_address}/pub?topic={TOPIC}", data=json.dumps(record).encode())
+        assert urllib.request.urlopen(request).read() == b"OK"
+    out = tmp_path / "output.csv"
+    assert main(["--nsqd-tcp-address", broker.tcp_address, "--output", str(out), "--idle-timeout", "0.5", "-q"]) == EXIT_STOPPED
+    rows, errors = evaluate_clipscore(out, tmp_path / "result_clip.csv", model_name="RN50", model_dir=clip_dir, device="cpu",
+                                      fetch=FetchConfig(timeout=5, retries=0, cache_dir=tmp_path / "cache"), quiet=True)
+    assert (rows, errors) == (3, 0)
+    scored = read_rows(tmp_path / "result_clip.csv", [col.ID, col.CLIP_SCORE, col.NSQ_MESSAGE_ID])[1]
+    assert sorted(r[col.ID] for r in scored) == ["req-0_0", "req-0_1", "req-1_0"]
+    assert all(r[col.STATUS] == col.STATUS_OK and -1 <= float(r[col.CLIP_SCORE]) <= 1 and r[col.CATEGORY] == "蛋糕" for r in scored)
