@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="deliveries before a message goes to the dead-letter file (0: never)")
     parser.add_argument(*flags("requeue-delay"), dest="requeue_delay", type=int, default=90,
                         help="seconds times the attempt number before a message whose write failed comes back")
-    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0, help="seconds before reconnecting to a lost nsqd")
+    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0, help="seconds before reconnecting to a lost --nsqd-tcp-address (with lookupd, the next lookup reconnects)")
     parser.add_argument(*flags("max-messages"), dest="max_messages", type=int, default=None, help="stop after this many messages")
     parser.add_argument(*flags("idle-timeout"), dest="idle_timeout", type=float, default=None, help="stop after this many seconds without a message")
     parser.add_argument(*flags("progress-interval"), dest="progress_interval", type=float, default=60.0, help="seconds between progress lines")
