@@ -16,8 +16,10 @@ from typing import Callable
 import columns as col
 from csv_io import InputError
 from image_fetch import FetchConfig, default_cache_dir
-from model_loading import PRECISIONS, WeightsMissingError
+<<<<<<< HEAD
 from prompt_cleaning import CleaningOptions
+=======
+>>>>>>> issue-4-nsq
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
@@ -38,11 +40,11 @@ def flags(name: str) -> list[str]:
     return [kebab] if kebab == snake else [kebab, snake]
 
 
-def new_parser(doc: str | None, epilog: str = "") -> argparse.ArgumentParser:
+def new_parser(doc: str | None, epilog: str = "", exit_codes: str = EXIT_CODES_HELP) -> argparse.ArgumentParser:
     """A parser whose help shows defaults, the module docstring and the exit codes."""
     return argparse.ArgumentParser(
         description=doc,
-        epilog=f"{epilog}\n\n{EXIT_CODES_HELP}".strip(),
+        epilog=f"{epilog}\n\n{exit_codes}".strip(),
         formatter_class=type("Formatter", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
     )
 
@@ -74,7 +76,7 @@ def cleaning_options_from(args: argparse.Namespace) -> CleaningOptions:
 def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
     """Device, precision, batch size, fetching and cache options, and --quiet."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+    parser.add_argument("--precision", default="auto", choices=col.PRECISIONS,
                         help="auto: Chinese-CLIP in fp16 on CUDA and bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
                              "Inception in fp32; fp32 is the reference; bf16/fp16 apply to both models")
     parser.add_argument(*flags("batch-size"), dest="batch_size", type=int, default=batch_size, help="images per model batch")
@@ -126,11 +128,18 @@ def setup_logging(quiet: bool) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO, format="%(message)s", force=True)
 
 
+def _weights_missing_error() -> type[BaseException] | tuple[()]:
+    """model_loading's WeightsMissingError when a script has loaded it; importing it here
+    would load torch into scripts that need no model (message_listener.py)."""
+    module = sys.modules.get("model_loading")
+    return module.WeightsMissingError if module is not None else ()
+
+
 def run_cli(body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into one line on stderr and an exit code."""
     try:
         return body()
-    except WeightsMissingError as exc:
+    except _weights_missing_error() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_WEIGHTS
     except (InputError, ValueError) as exc:

@@ -10,6 +10,13 @@ IMAGE_URL = "image_url"
 CATEGORY = "category"
 PRODUCT_IMAGE_URL = "product_image_url"
 
+# Written by message_listener.py after the columns above: the body's timestamp as the
+# producer sent it, NSQ's own timestamp (nanoseconds since the epoch, when nsqd received
+# the message) and NSQ's message id, which makes redeliveries recognisable.
+TIMESTAMP = "timestamp"
+NSQ_TIMESTAMP = "nsq_timestamp"
+NSQ_MESSAGE_ID = "nsq_message_id"
+
 # Columns every scoring output carries after the input's id, prompt and image.
 STATUS = "status"
 ERROR = "error"
@@ -100,6 +107,22 @@ DEFAULT_COMPARE_OUTPUT = "compare.csv"
 DEFAULT_GENERATE_INPUT = "data.csv"
 DEFAULT_GENERATE_OUTPUT = DEFAULT_INPUT
 DEFAULT_GENERATE_ERROR = "error.csv"
+DEFAULT_LISTENER_OUTPUT = DEFAULT_INPUT  # the listener writes what the evaluators read
+DEFAULT_NSQ_TOPIC = "generate_img_data_collect_topic"
+DEFAULT_NSQ_CHANNEL = "aigc_image_eval"
+DEFAULT_NSQD_TCP_ADDRESS = "127.0.0.1:4150"
+
+# Keys of a dead-letter record (one JSON object per line).
+KEY_DL_MESSAGE_ID = "nsq_message_id"
+KEY_DL_REASON = "reason"
+KEY_DL_BODY = "body"
+KEY_DL_BODY_BASE64 = "body_base64"
+KEY_DL_ATTEMPTS = "attempts"
+KEY_DL_NSQ_TIMESTAMP = "nsq_timestamp"
+KEY_DL_AT = "dead_lettered_at"
+
+# --precision choices (model_loading.resolve_precision says what each means).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Below this many images the article found IS unstable.
 IS_MIN_STABLE_IMAGES = 500

@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+import columns as col
+
 CLIP_DEFAULT_MODEL = "ViT-B-16"
 CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default download root
 
@@ -164,7 +166,6 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
     return model.eval().to(device), categories
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_supports_bf16() -> bool:
@@ -177,8 +178,8 @@ def resolve_precision(precision: str, device: torch.device, auto_lowers: bool = 
     """The compute dtype for --precision. auto is fp16 on CUDA and bf16 on CPUs with native
     bf16 support when `auto_lowers` (the caller's model is known to keep its scores within
     tolerance there), else fp32. Raises ValueError for a precision the device cannot run."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if precision not in col.PRECISIONS:
+        raise ValueError(f"--precision {precision}: choose from {', '.join(col.PRECISIONS)}")
     if precision == "auto":
         if not auto_lowers:
             return torch.float32
