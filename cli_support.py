@@ -16,10 +16,7 @@ from typing import Callable
 import columns as col
 from csv_io import InputError
 from image_fetch import FetchConfig, default_cache_dir
-<<<<<<< HEAD
 from prompt_cleaning import CleaningOptions
-=======
->>>>>>> issue-4-nsq
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error

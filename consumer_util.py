@@ -15,9 +15,10 @@ are required; the other fields may be missing (empty cells).
 
 The producer's schema is not ours, so every body field is looked up through a
 FieldMapping (a dotted path such as `data.reqId` reaches into nested objects), which
-`--mapping FILE` (a JSON object) and `--map KEY=PATH` change. Prompt cleaning
-(`clean_prompt`) belongs in this module too; it has its own issue and is not applied here,
-so the prompt column holds exactly what the producer sent.
+`--mapping FILE` (a JSON object) and `--map KEY=PATH` change. The prompt column holds
+exactly what the producer sent: `clean_prompt` (from prompt_cleaning.py, offered here as
+the article's consumer_util.clean_prompt) turns it into the visual description when the
+evaluators score it, and the raw text stays in the output.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import columns as col
 from csv_io import InputError
+from prompt_cleaning import clean_prompt  # noqa: F401  (the article's consumer_util.clean_prompt)
 
 # What the listener writes, in this order. The NSQ message id comes last: a row torn by a
 # crash mid-write can then never look complete (see append_log.py).

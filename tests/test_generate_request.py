@@ -16,7 +16,7 @@ import pytest
 from kazoo.client import KazooClient
 
 import columns as col
-from conftest import ROOT, read_csv, write_csv
+from conftest import ROOT, cpu_fp32, read_csv, write_csv
 from csv_io import read_rows
 from dubbo_provider import (GenerationService, ImageServer, JsonRpcProvider, TelnetProvider, fault_is_transient_failure,
                             transient_faults)
@@ -132,7 +132,7 @@ def test_output_scores_directly_with_the_clipscore_evaluator(tmp_path, zookeeper
 
     run(tmp_path, jsonrpc(zookeeper, interface), input_path=ROOT / "data_sample.csv")
     rows, errors = evaluate_clipscore(tmp_path / "out.csv", tmp_path / "clip.csv", model_name="RN50", model_dir=clip_dir,
-                                      device="cpu", batch_size=4, workers=2, quiet=True)
+                                      runtime=cpu_fp32(batch_size=4, workers=2))
     scored = read_csv(tmp_path / "clip.csv")
     assert (rows, errors) == (10, 0)
     assert all(row[col.STATUS] == col.STATUS_OK and -1 <= float(row[col.CLIP_SCORE]) <= 1 for row in scored)

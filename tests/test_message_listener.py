@@ -24,6 +24,7 @@ import pytest
 import columns as col
 from append_log import scan_csv_log
 from consumer_util import LISTENER_COLUMNS
+from conftest import cpu_fp32
 from csv_io import read_rows
 from message_listener import EXIT_DEAD_LETTERS, EXIT_LOCKED, EXIT_NO_NSQD, EXIT_STOPPED, ListenerOptions, collect_from_nsq, main
 from nsq_broker import NsqBroker
@@ -271,8 +272,8 @@ def test_published_over_http_collected_then_scored_by_evaluate_clipscore(broker,
         assert urllib.request.urlopen(request).read() == b"OK"
     out = tmp_path / "output.csv"
     assert main(["--nsqd-tcp-address", broker.tcp_address, "--output", str(out), "--idle-timeout", "0.5", "-q"]) == EXIT_STOPPED
-    rows, errors = evaluate_clipscore(out, tmp_path / "result_clip.csv", model_name="RN50", model_dir=clip_dir, device="cpu",
-                                      fetch=FetchConfig(timeout=5, retries=0, cache_dir=tmp_path / "cache"), quiet=True)
+    rows, errors = evaluate_clipscore(out, tmp_path / "result_clip.csv", model_name="RN50", model_dir=clip_dir,
+                                      runtime=cpu_fp32(fetch=FetchConfig(timeout=5, retries=0, cache_dir=tmp_path / "cache")))
     assert (rows, errors) == (3, 0)
     scored = read_rows(tmp_path / "result_clip.csv", [col.ID, col.CLIP_SCORE, col.NSQ_MESSAGE_ID])[1]
     assert sorted(r[col.ID] for r in scored) == ["req-0_0", "req-0_1", "req-1_0"]

@@ -118,3 +118,11 @@ def test_subject_labelling(tmp_path):
     custom = tmp_path / "subjects.json"
     custom.write_text(dumps({"shoes": "sneakers"}), encoding="utf-8")
     assert label_subject("a beach at sunset", "shoes", load_subjects(custom)) == "a beach at sunset, sneakers"
+
+
+def test_consumer_util_offers_clean_prompt():
+    import consumer_util
+    import prompt_cleaning
+
+    assert consumer_util.clean_prompt is prompt_cleaning.clean_prompt
+    assert consumer_util.clean_prompt("再来一张，换成雪地背景") == "雪地背景"
