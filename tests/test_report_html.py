@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -244,9 +245,11 @@ window.addEventListener("load", async () => {
   const results = await Promise.allSettled(images.map((img) => img.decode()));
   const ok = images.filter((img, i) => results[i].status === "fulfilled" && img.complete && img.naturalWidth > 0);
   document.body.setAttribute("data-images-loaded", ok.length + "/" + images.length);
-  document.body.setAttribute("data-thumb-width", images.length ? images[0].getBoundingClientRect().width : 0);
+  const boxes = images.map((img) => img.getBoundingClientRect()).map((r) => [r.x, r.y, r.width, r.height]);
+  document.body.setAttribute("data-image-boxes", JSON.stringify(boxes));
 });
 </script>"""
+WINDOW = "--window-size=1280,2000"
 
 
 def chromium() -> str:
@@ -271,23 +274,26 @@ def run_chromium(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser_report(tmp_path_factory) -> tuple[Path, Path]:
-    """report.html for the scored rows, and a copy with a probe script that checks the images decode."""
+def rendered(tmp_path_factory) -> tuple[Node, Image.Image]:
+    """report.html for the scored rows opened in Chromium: the DOM of a copy with a probe script
+    that checks every image decodes and where it lies, and a screenshot of the report itself."""
     folder = tmp_path_factory.mktemp("browser")
     report = folder / "report.html"
     write_html_report(report, summary=SUMMARY, rows=scored_rows(folder), categories=CATEGORIES, image_base_dir=folder,
                       fetch=FetchConfig(cache_dir=None), gallery_size=3)
     probe = folder / "probe.html"
     probe.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    return report, probe
+    dom = parse(run_chromium(WINDOW, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()))
+    shot = folder / "screenshot.png"
+    run_chromium(WINDOW, "--virtual-time-budget=5000", f"--screenshot={shot}", report.as_uri())
+    return dom, Image.open(shot).convert("RGB")
 
 
-def test_chromium_renders_tables_summary_and_decodes_every_thumbnail(browser_report):
-    _, probe = browser_report
-    dom = parse(run_chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri()))
+def test_chromium_renders_tables_summary_and_decodes_every_thumbnail(rendered):
+    dom, _ = rendered
     body = dom.find_all("body")[0]
     assert body.attrs.get("data-images-loaded") == "5/5"
-    assert float(body.attrs["data-thumb-width"]) == 160
+    assert [box[2:] for box in json.loads(body.attrs["data-image-boxes"])] == [[160, 160]] * 5
     table = [[cell.text() for cell in tr.children] for tr in dom.by_id("categories").find_all("tr")]
     assert table[1:] == [
         ["蛋糕", "4", "50.0%", "0.432 ± 0.050", "0.610 ± 0.100", "1.87", "3", "1"],
@@ -302,13 +308,13 @@ def test_chromium_renders_tables_summary_and_decodes_every_thumbnail(browser_rep
     assert len(dom.find_all("svg", cls="histogram")) == 2
 
 
-def test_chromium_screenshot_shows_a_page_with_photos(browser_report):
-    report, _ = browser_report
-    shot = report.with_name("screenshot.png")
-    run_chromium("--window-size=1280,2000", "--virtual-time-budget=5000", f"--screenshot={shot}", report.as_uri())
-    image = Image.open(shot).convert("RGB")
+def test_chromium_screenshot_shows_the_page_and_the_photos(rendered):
+    dom, image = rendered
     assert image.size == (1280, 2000)
     colours = image.getcolors(maxcolors=1280 * 2000)
-    assert len(colours) > 1000, f"only {len(colours)} colours: the thumbnails did not render"
-    background = max(colours)[1]
-    assert background == (245, 247, 250)  # the page's --bg, so the CSS applied
+    assert len(colours) > 1 and max(colours)[1] == (245, 247, 250)  # mostly the page's --bg: the CSS applied
+    boxes = json.loads(dom.find_all("body")[0].attrs["data-image-boxes"])
+    assert boxes and all(y + h <= 2000 for _, y, _, h in boxes)
+    for x, y, w, h in boxes:  # a noisy photo has thousands of colours, a broken-image icon a few
+        thumbnail = image.crop((round(x), round(y), round(x + w), round(y + h)))
+        assert len(thumbnail.getcolors(maxcolors=w * h)) > 1000, f"thumbnail at {x},{y} looks blank"
