@@ -71,7 +71,8 @@ def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], run
     score_both(input_csv, out["clip.csv"], out["is.csv"], id_col=col.ID, prompt_col=col.PROMPT, image_col=col.IMAGE_URL,
                model_name="ViT-B-16", model_dir=models["clip"], weights=models["inception"], splits=10,
                cleaning=CleaningOptions(), runtime=runtime)
-    decide_and_write(out["clip.csv"], out["is.csv"], out["total.csv"], category_output=work / f"{tag}_category.csv")
+    decide_and_write(out["clip.csv"], out["is.csv"], out["total.csv"], category_output=work / f"{tag}_category.csv",
+                     report_path=work / f"{tag}_report.html", fetch=runtime.fetch)
     return out
 
 
@@ -96,7 +97,8 @@ def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path]) -> flo
     """Peak resident memory of `python main.py --input` on `input_csv`, without caches."""
     command = [sys.executable, str(ROOT / "main.py"), "--input", str(input_csv), "--model-dir", str(models["clip"]),
                "--weights", str(models["inception"]), "--no-cache", "-q", "--clip-result", str(work / "mem_clip.csv"),
-               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"), "--no-report",
+               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"),
+               "--report", str(work / "mem_report.html"),
                "--category-output", str(work / "mem_category.csv")]
     process = subprocess.Popen(command)
     _, status, usage = os.wait4(process.pid, 0)

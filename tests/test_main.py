@@ -90,7 +90,7 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     code = main.main(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
                       "--clip-result", str(out["result_clip.csv"]), "--is-result", str(out["result_is.csv"]),
                       "--output", str(out["result_total.csv"]), "--device", "cpu", "--precision", "fp32", "--no-cache",
-                      "--category-output", str(tmp_path / "result_category.csv"), "--no-report"])
+                      "--category-output", str(tmp_path / "result_category.csv"), "--report", str(tmp_path / "report.html")])
     captured = capsys.readouterr()
     assert code == 0 and captured.out == ""
     assert "wrote" in captured.err and "rows 5: 5 scored, 0 errors, 0 skipped" in captured.err
@@ -99,6 +99,11 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     assert all(0 <= float(r[col.TOTAL_SCORE]) <= 1 for r in total)
     summary = json.loads((tmp_path / "result_is.json").read_text())
     assert summary[col.KEY_NUM_IMAGES] == 5
+    assert all(r[col.RAW_PROMPT] for r in total)  # prompts were cleaned, the raw ones kept
+    categories = {r["category"]: r for r in read_csv(tmp_path / "result_category.csv")}
+    assert int(categories["咖啡"][col.CAT_COUNT]) == 2 and float(categories["咖啡"][col.CAT_SHARE]) == pytest.approx(0.4)
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert all(f'card-id">{r["id"]} ' in report for r in total) and report.count("data:image/jpeg;base64,") >= 5
     # One process, same numbers as the separate evaluators.
     import evaluate_clipscore
     separate = tmp_path / "separate.csv"
