@@ -89,6 +89,7 @@ class ClipScorer:
         self.cache = cache if model_key else None
         self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
         self._text_cache: dict[str, torch.Tensor] = {}
+        self.computed = self.reused = 0  # image embeddings computed now / read from the score cache
 
     @classmethod
     def load(cls, model_name: str, model_dir: str | Path | None, device: torch.device, precision: str = "fp32",
@@ -154,6 +155,7 @@ class ClipScorer:
             results.append(result)
         # Images are embedded even when their prompt is empty: the embedding is cached for later runs.
         image_emb, new = features_for(items, slot, self.encode_images)
+        self.computed, self.reused = self.computed + len(new), self.reused + len(image_emb) - len(new)
         if self.cache:
             self.cache.put_many("clip_image", self.model_key, new)
         ok_indices = [i for i, item in enumerate(items) if item.ok]
@@ -211,7 +213,8 @@ def evaluate_clipscore(
                 writer.write(row)
                 progress.update()
         writer.commit()
-    log.info("wrote %s: %d rows, %d errors", output_path, len(rows), errors)
+    log.info("wrote %s: %d rows, %d errors; image embeddings: %d from the cache, %d computed",
+             output_path, len(rows), errors, scorer.reused, scorer.computed)
     return len(rows), errors
 
 

@@ -50,6 +50,7 @@ from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, incepti
 from model_loading import (
     LazyModel,
     autocast,
+    fold_batch_norms,
     inception_categories,
     inception_checkpoint_path,
     load_inception,
@@ -90,13 +91,14 @@ class InceptionScorer:
         self.rows: list[dict[str, str]] = []
         self.errors: list[str] = []
         self._logits: list[torch.Tensor] = []
+        self.computed = self.reused = 0  # logits computed now / read from the score cache
 
     @classmethod
     def load(cls, weights_path: Path | None, device: torch.device, precision: str = "fp32",
              cache: ScoreCache | None = None) -> "InceptionScorer":
         """Prepare the classifier (see model_loading.load_inception) on `device`: downloaded now
         when missing (or a WeightsMissingError), read from disk when first needed."""
-        model = LazyModel(lambda: load_inception(weights_path, device)[0].to(memory_format=torch.channels_last))
+        model = LazyModel(lambda: fold_batch_norms(load_inception(weights_path, device)[0]).to(memory_format=torch.channels_last))
         checkpoint = Path(weights_path).expanduser() if weights_path else inception_checkpoint_path()
         if not checkpoint.is_file():
             model.get()
@@ -120,6 +122,7 @@ class InceptionScorer:
     def add_batch(self, items: Sequence[PreparedRow], slot: int = 0) -> None:
         """Classify the rows that have an image; remember every row's outcome."""
         logits, new = features_for(items, slot, self.classify)
+        self.computed, self.reused = self.computed + len(new), self.reused + len(logits) - len(new)
         if self.cache:
             self.cache.put_many("inception_logits", self.model_key, new)
         self._logits.extend(logits)
@@ -210,8 +213,9 @@ def write_is_outputs(
         np.save(buffer, scorer.logits().numpy())
         write_bytes_atomic(save_logits, buffer.getvalue())
     mean, std = summary[col.KEY_IS_MEAN], summary[col.KEY_IS_STD]
-    log.info("wrote %s: IS %s over %d images", output_path,
-             f"{mean:.4f} ± {std:.4f}" if mean is not None else "n/a", summary[col.KEY_NUM_IMAGES])
+    log.info("wrote %s: IS %s over %d images; logits: %d from the cache, %d computed", output_path,
+             f"{mean:.4f} ± {std:.4f}" if mean is not None else "n/a", summary[col.KEY_NUM_IMAGES],
+             scorer.reused, scorer.computed)
     if summary[col.KEY_WARNING]:
         log.warning("warning: %s", summary[col.KEY_WARNING])
     return rows, summary

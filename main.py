@@ -98,6 +98,7 @@ def score_both(
                 inception.add_batch(batch, slot=1)
                 progress.update(len(batch))
         writer.commit()
+    log.info("wrote %s: image embeddings: %d from the cache, %d computed", clip_output, clip.reused, clip.computed)
     write_is_outputs(inception, header, is_output, splits, (id_col, prompt_col, image_col), None, cleaning.category_col)
 
 

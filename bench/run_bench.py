@@ -8,7 +8,8 @@ In one run it writes full-size random-initialised models in the released formats
 product-style images from a local HTTP server with a per-request latency, and times on
 the same CSV: (a) the baseline in bench/baseline.py; (b) main.py's scoring with its
 defaults and a cold cache; (c) the same again with the cache warm; (d) both models'
-forward passes alone on preloaded tensors, at the default precision and batch size.
+forward passes alone on preloaded tensors, at the same precision (--precision, default
+auto) and batch size.
 It prints images/s, the ratios, peak memory of main.py at two sizes, and how far the
 default scores are from the fp32 reference. Results go to stdout (and --json).
 """
@@ -76,11 +77,12 @@ def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], run
     return out
 
 
-def model_only_rate(image_paths: list[Path], prompts: list[str], models: dict[str, Path], batch_size: int) -> float:
+def model_only_rate(image_paths: list[Path], prompts: list[str], models: dict[str, Path], batch_size: int,
+                    precision: str) -> float:
     """Images/s of both models' forward passes (and the prompts' text encoding) on preloaded tensors."""
     device = torch.device("cpu")
-    clip = ClipScorer.load("ViT-B-16", models["clip"], device, "auto")
-    inception = InceptionScorer.load(models["inception"], device, "auto")
+    clip = ClipScorer.load("ViT-B-16", models["clip"], device, precision)
+    inception = InceptionScorer.load(models["inception"], device, precision)
     images = [decode_image(path.read_bytes(), draft_size=inception.input_size) for path in image_paths]
     clip_pixels = torch.stack([clip.transform(image) for image in images])
     inception_pixels = torch.stack([inception.transform(image) for image in images])
@@ -93,10 +95,11 @@ def model_only_rate(image_paths: list[Path], prompts: list[str], models: dict[st
     return len(images) / (time.perf_counter() - start)
 
 
-def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path]) -> float:
+def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path], precision: str) -> float:
     """Peak resident memory of `python main.py --input` on `input_csv`, without caches."""
     command = [sys.executable, str(ROOT / "main.py"), "--input", str(input_csv), "--model-dir", str(models["clip"]),
-               "--weights", str(models["inception"]), "--no-cache", "-q", "--clip-result", str(work / "mem_clip.csv"),
+               "--weights", str(models["inception"]), "--no-cache", "-q", "--precision", precision,
+               "--clip-result", str(work / "mem_clip.csv"),
                "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"),
                "--report", str(work / "mem_report.html"),
                "--category-output", str(work / "mem_category.csv")]
@@ -128,7 +131,8 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
-def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_size: int, workers: int) -> dict[str, object]:
+def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_size: int, workers: int,
+                  precision: str = "auto") -> dict[str, object]:
     """Run every measurement in one process and return the figures."""
     with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
         work = Path(tmp)
@@ -141,7 +145,7 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
         try:
             names = [path.name for path in image_paths]
             rows = write_input(work / "input.csv", server.url, names, images)
-            runtime = RuntimeOptions(batch_size=batch_size, workers=workers, quiet=True,
+            runtime = RuntimeOptions(precision=precision, batch_size=batch_size, workers=workers, quiet=True,
                                      fetch=FetchConfig(cache_dir=work / "cache"))
             print("(a) baseline ...", file=sys.stderr)
             seconds_a, _ = timed(lambda: (baseline_clipscores(rows, models["clip"], batch_size),
@@ -151,7 +155,7 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
             print("(c) main.py, warm cache ...", file=sys.stderr)
             seconds_c, _ = timed(run_main, work, work / "input.csv", "warm", models, runtime)
             print("(d) models alone ...", file=sys.stderr)
-            rate_d = model_only_rate(image_paths, [r["prompt"] for r in rows], models, batch_size)
+            rate_d = model_only_rate(image_paths, [r["prompt"] for r in rows], models, batch_size, precision)
             print("fp32 reference ...", file=sys.stderr)
             reference = run_main(work, work / "input.csv", "fp32", models,
                                  RuntimeOptions(precision="fp32", batch_size=batch_size, workers=workers, quiet=True,
@@ -161,12 +165,13 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
             for size in memory_sizes:
                 print(f"peak memory at {size} rows ...", file=sys.stderr)
                 write_input(work / f"mem_{size}.csv", server.url, names, size)
-                memory[size] = peak_memory_mib(work, work / f"mem_{size}.csv", models)
+                memory[size] = peak_memory_mib(work, work / f"mem_{size}.csv", models, precision)
         finally:
             server.close()
     rate = {"a": images / seconds_a, "b": images / seconds_b, "c": images / seconds_c, "d": rate_d}
     return {
         "machine": machine(), "images": images, "latency_s": latency, "batch_size": batch_size, "workers": workers,
+        "precision": precision,
         "images_per_s": rate, "b_over_a": rate["b"] / rate["a"], "b_over_d": rate["b"] / rate["d"],
         "c_over_b": rate["c"] / rate["b"], "peak_memory_mib": memory,
         "max_clip_score_difference": clip_gap, "relative_is_difference": is_gap,
@@ -177,7 +182,8 @@ def report(figures: dict[str, object]) -> str:
     """The figures as a Markdown table, as README shows them."""
     rate = figures["images_per_s"]
     lines = [
-        f"machine: {figures['machine']}; {figures['images']} images, {figures['latency_s'] * 1000:.0f} ms latency per request",
+        f"machine: {figures['machine']}; {figures['images']} images, {figures['latency_s'] * 1000:.0f} ms latency per request, "
+        f"--precision {figures['precision']}",
         "", "| measurement | value |", "| --- | --- |",
         f"| (a) baseline, images/s | {rate['a']:.2f} |",
         f"| (b) main.py defaults, cold cache, images/s | {rate['b']:.2f} |",
@@ -194,8 +200,8 @@ def report(figures: dict[str, object]) -> str:
         small, large = sorted(memory)
         lines.append(f"| peak memory ratio {large}/{small} rows | {memory[large] / memory[small]:.2f} |")
     lines += [
-        f"| largest CLIPScore difference, default vs fp32 | {figures['max_clip_score_difference']:.4f} |",
-        f"| IS relative difference, default vs fp32 | {figures['relative_is_difference'] * 100:.2f}% |",
+        f"| largest CLIPScore difference, (b) vs fp32 | {figures['max_clip_score_difference']:.4f} |",
+        f"| IS relative difference, (b) vs fp32 | {figures['relative_is_difference'] * 100:.2f}% |",
     ]
     return "\n".join(lines)
 
@@ -207,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[200, 2000], help="rows for the peak-memory runs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="precision of (b), (c), (d)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    figures = run_benchmark(args.images, args.latency, args.memory_sizes, args.batch_size, args.workers)
+    figures = run_benchmark(args.images, args.latency, args.memory_sizes, args.batch_size, args.workers, args.precision)
     print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

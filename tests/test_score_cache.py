@@ -103,3 +103,60 @@ def test_auto_precision_follows_the_hardware():
     assert resolve_precision("auto", torch.device("cpu")) == expected
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_kill_9_mid_run_then_rerun_resumes_from_the_cache(tmp_path, clip_dir, inception_weights):
+    """main.py --input killed with SIGKILL after some batches: the rerun computes only the rest."""
+    import re
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, photo
+
+    images = []
+    for i in range(16):
+        path = tmp_path / f"p{i}.jpg"
+        photo((160, 120), seed=50 + i).save(path)
+        images.append(path)
+    path = write_csv(tmp_path / "in.csv", [{"id": f"r{i}", "prompt": f"第{i}张", "image_url": p.name} for i, p in enumerate(images)])
+    cache = tmp_path / "cache"
+    command = [sys.executable, str(ROOT / "main.py"), "--input", str(path), "--model", "RN50", "--model-dir", str(clip_dir),
+               "--weights", str(inception_weights), "--batch-size", "2", "--workers", "1", "--precision", "fp32",
+               "--cache-dir", str(cache), "--no-report", "--clip-result", str(tmp_path / "c.csv"),
+               "--is-result", str(tmp_path / "i.csv"), "--output", str(tmp_path / "t.csv"),
+               "--category-output", str(tmp_path / "cat.csv")]
+
+    def committed() -> int:
+        try:
+            with sqlite3.connect(cache / "scores.sqlite", timeout=1) as db:
+                return db.execute("SELECT COUNT(*) FROM features WHERE kind='inception_logits'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while committed() < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = committed()
+    assert 4 <= done_before < 16, "the kill should land mid-run"
+    assert not (tmp_path / "t.csv").exists() and not (tmp_path / "c.csv").exists()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    reused, computed = map(int, re.search(r"logits: (\d+) from the cache, (\d+) computed", rerun.stderr).groups())
+    assert reused >= done_before and reused + computed == 16 and computed < 16
+    reference = subprocess.run([*command[:command.index("--cache-dir")], "--no-cache", "--no-report",
+                                "--clip-result", str(tmp_path / "c_ref.csv"), "--is-result", str(tmp_path / "i_ref.csv"),
+                                "--output", str(tmp_path / "t_ref.csv"), "--category-output", str(tmp_path / "cat_ref.csv")],
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    resumed, fresh = read_csv(tmp_path / "t.csv"), read_csv(tmp_path / "t_ref.csv")
+    assert [r["id"] for r in resumed] == [r["id"] for r in fresh]
+    for a, b in zip(resumed, fresh):
+        for key in (col.CLIP_SCORE, col.KL, col.TOTAL_SCORE):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5)
