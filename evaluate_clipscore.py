@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from cn_clip.clip import image_transform
+from PIL import Image
 from tqdm import tqdm
 
 import columns as col
@@ -47,7 +47,7 @@ from cli_support import (
     setup_logging,
 )
 from csv_io import AtomicCsvWriter, read_rows
-from image_pipeline import PreparedRow, batched, features_for, prepare_rows
+from image_pipeline import PREPROCESSING_VERSION, PixelTransform, PreparedRow, batched, features_for, prepare_rows
 from metrics import clip_score
 from prompt_cleaning import CleaningOptions, clean_rows
 from model_loading import (
@@ -64,8 +64,10 @@ from model_loading import (
 from score_cache import ScoreCache, open_cache, weights_key
 
 CONTEXT_LENGTH = 52  # every released Chinese-CLIP model uses 52 text tokens
-PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
 NOTHING_VISUAL = "no visual description left after cleaning the prompt (see raw_prompt)"
+# cn_clip's image_transform: bicubic resize to a square, then these statistics.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_RESULT_COLUMNS = [col.CLIP_SCORE, col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.STATUS, col.ERROR]
 
 
@@ -83,7 +85,7 @@ class ClipScorer:
                  cache: ScoreCache | None = None, model_key: str = ""):
         self.model = model
         self.input_size = input_size
-        self.transform = image_transform(input_size)
+        self.transform = PixelTransform(input_size, Image.BICUBIC, CLIP_MEAN, CLIP_STD)
         self.device = device
         self.dtype = dtype
         self.cache = cache if model_key else None
@@ -135,9 +137,10 @@ class ClipScorer:
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (N, D) on the CPU for a batch of transformed images."""
+        """Image embeddings (N, D) on the CPU for a batch of PixelTransform outputs."""
+        pixels = self.transform.normalise(pixels.to(self.device))
         with autocast(self.device, self.dtype):
-            return self.model.get().encode_image(pixels.to(self.device)).float().cpu()
+            return self.model.get().encode_image(pixels).float().cpu()
 
     def score_batch(self, items: Sequence[PreparedRow], prompt_col: str, slot: int = 0) -> list[dict[str, object]]:
         """Result fields (the CLIP_RESULT_COLUMNS) for each prepared row, in order."""

@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import transforms as T
 from tqdm import tqdm
 
@@ -45,7 +46,7 @@ from cli_support import (
     setup_logging,
 )
 from csv_io import read_rows, write_bytes_atomic, write_rows, write_text_atomic
-from image_pipeline import PreparedRow, batched, features_for, prepare_rows
+from image_pipeline import PREPROCESSING_VERSION, PixelTransform, PreparedRow, batched, features_for, prepare_rows
 from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, inception_score_interval, per_image_kl
 from model_loading import (
     LazyModel,
@@ -60,17 +61,21 @@ from model_loading import (
 from score_cache import ScoreCache, open_cache, weights_key
 
 INCEPTION_SIZE = 299
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 BOOTSTRAP_RESAMPLES = 200
-PREPROCESSING_VERSION = "v1"  # part of the cache key: bump when decoding or transforms change
 IS_RESULT_COLUMNS = [col.TOP1_CLASS, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL, col.STATUS, col.ERROR]
 
 
 def inception_transform() -> T.Compose:
-    """PIL RGB image -> normalised (3, 299, 299) tensor, the whole image resized without crop."""
+    """PIL RGB image -> normalised (3, 299, 299) tensor, the whole image resized without crop.
+
+    The reference for InceptionScorer's split PixelTransform (and what the baseline uses).
+    """
     return T.Compose([
         T.Resize((INCEPTION_SIZE, INCEPTION_SIZE), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
         T.ToTensor(),
-        T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ])
 
 
@@ -85,7 +90,7 @@ class InceptionScorer:
         self.categories = list(categories)
         self.device = device
         self.dtype = dtype
-        self.transform = inception_transform()
+        self.transform = PixelTransform(INCEPTION_SIZE, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
         self.cache = cache if model_key else None
         self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
         self.rows: list[dict[str, str]] = []
@@ -102,8 +107,9 @@ class InceptionScorer:
         checkpoint = Path(weights_path).expanduser() if weights_path else inception_checkpoint_path()
         if not checkpoint.is_file():
             model.get()
-        # auto keeps Inception in fp32: in bf16 its logits drift by several percent of their
-        # spread (measured on random weights), which moves IS by more than 1%.
+        # auto keeps Inception in fp32: in bf16, IS moved by 0.1% to 8.5% against fp32 on
+        # random-initialised weights (which a trained network may not share, but that
+        # cannot be checked without its weights), more than the 1% we allow.
         dtype = resolve_precision(precision, device, auto_lowers=False)
         return cls(model, inception_categories(), device, dtype, cache, f"inception_v3:{weights_key(checkpoint)}")
 
@@ -113,9 +119,9 @@ class InceptionScorer:
 
     @torch.inference_mode()
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes) in float32 on the CPU for a batch of transformed images."""
+        """Logits (N, classes) in float32 on the CPU for a batch of PixelTransform outputs."""
         # channels_last lets oneDNN and cuDNN run Inception's convolutions without layout changes.
-        pixels = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
+        pixels = self.transform.normalise(pixels.to(self.device)).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.dtype):
             return self.model.get()(pixels).float().cpu()
 

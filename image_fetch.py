@@ -194,8 +194,9 @@ def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_si
     """Decode bytes into an 8-bit RGB image with EXIF orientation applied (first frame if animated).
 
     With `draft_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
-    width and height both stay at least `draft_size`: far less work for large photos
-    that a model sees at 224 or 299 pixels anyway.
+    width and height both stay at least `draft_size`, and any other image is shrunk by the
+    largest whole factor that keeps both at least `draft_size`: far less work for large
+    photos that a model sees at 224 or 299 pixels anyway.
 
     Raises ImageError for empty, truncated, non-image or oversized (decompression bomb) data.
     """
@@ -212,8 +213,10 @@ def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_si
             if draft_size and image.format == "JPEG":
                 image.draft(None, (draft_size, draft_size))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            image = _to_rgb(ImageOps.exif_transpose(image))
+            factor = min(image.size) // draft_size if draft_size else 1
+            # Other formats have no draft mode: a box reduction by a whole factor is as cheap.
+            return image.reduce(factor) if factor >= 2 else image
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -48,9 +48,10 @@ def clip_dir_vit(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    """A random torchvision Inception-v3 state_dict with the released keys, calibrated on photos."""
+    """A random torchvision Inception-v3 state_dict with the released keys, calibrated on the shipped photos."""
     path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
-    return save_inception_state_dict(path, [photo((120, 90), seed=100 + i) for i in range(8)])
+    photos = [Image.open(p).convert("RGB") for p in sorted((ROOT / "samples" / "images").iterdir())]
+    return save_inception_state_dict(path, photos)
 
 
 def cpu_fp32(**overrides):

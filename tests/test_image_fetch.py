@@ -1,6 +1,7 @@
 """One fetch-and-decode path against a real HTTP server on loopback serving hostile images."""
 
 import numpy as np
+import torch
 import pytest
 
 from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes, load_image
@@ -101,3 +102,31 @@ def test_connection_refused_is_reported(config):
 def test_decode_rejects_non_images():
     with pytest.raises(ImageError, match="not a recognised image"):
         decode_image(b"GIF89a-not-really")
+
+
+def test_split_transforms_equal_the_torchvision_reference(image_files):
+    """PixelTransform + normalise gives what cn_clip's and torchvision's transforms give."""
+    from cn_clip.clip import image_transform
+    from PIL import Image
+
+    from evaluate_clipscore import CLIP_MEAN, CLIP_STD
+    from evaluate_is import IMAGENET_MEAN, IMAGENET_STD, inception_transform
+    from image_pipeline import PixelTransform
+
+    images = [Image.open(path).convert("RGB") for path in image_files]
+    for split, reference in [(PixelTransform(224, Image.BICUBIC, CLIP_MEAN, CLIP_STD), image_transform(224)),
+                             (PixelTransform(299, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD), inception_transform())]:
+        pixels = torch.stack([split(image) for image in images])
+        assert pixels.dtype == torch.uint8
+        expected = torch.stack([reference(image) for image in images])
+        assert torch.allclose(split.normalise(pixels), expected, atol=1e-6)
+
+
+def test_large_images_are_decoded_small(tmp_path):
+    from conftest import encode, photo
+
+    big = photo((1500, 1200), seed=1)
+    jpeg, png = decode_image(encode(big, "JPEG"), draft_size=299), decode_image(encode(big, "PNG"), draft_size=299)
+    assert jpeg.size == (375, 300)  # DCT scale 1/4
+    assert png.size == (375, 300)  # box reduction by 4
+    assert decode_image(encode(big, "PNG")).size == (1500, 1200)
