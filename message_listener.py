@@ -19,7 +19,6 @@ redelivery is FINished without writing it again, and a record torn by a crash is
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
