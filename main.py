@@ -68,6 +68,7 @@ from merge_scores import check_weights, merge_score_files
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
 from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, resolve_device
 from prompt_cleaning import CleaningOptions, clean_rows
+from report_html import write_html_report
 from score_cache import open_cache
 
 CATEGORY_COLUMNS = [col.CAT_CATEGORY, col.CAT_COUNT, col.CAT_SHARE, col.CAT_CLIP_MEAN, col.CAT_CLIP_STD,
@@ -126,8 +127,6 @@ def decide_and_write(
     warnings = [is_summary.get(col.KEY_WARNING, ""), imbalance_warning(table)]
     summary = run_summary(rows, is_summary, clip_weight, is_weight, warnings)
     if report_path:
-        from report_html import write_html_report
-
         write_html_report(report_path, summary=summary, rows=rows, categories=table, id_col=id_col,
                           prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch)
     return summary
