@@ -60,6 +60,7 @@ from model_loading import (
     load_chinese_clip,
     resolve_device,
     resolve_precision,
+    streamline_chinese_clip,
 )
 from score_cache import ScoreCache, open_cache, weights_key
 
@@ -100,12 +101,13 @@ class ClipScorer:
         WeightsMissingError), read from disk when first needed."""
         if model_name not in clip_model_names():
             raise ValueError(f"--model {model_name}: not a Chinese-CLIP model; choose from {', '.join(clip_model_names())}")
-        model = LazyModel(lambda: load_chinese_clip(model_name, model_dir, device)[0])
+        dtype = resolve_precision(precision, device)
+        model = LazyModel(lambda: streamline_chinese_clip(load_chinese_clip(model_name, model_dir, device)[0], dtype))
         checkpoint = clip_checkpoint_path(model_name, model_dir)
         if not checkpoint.is_file():
             model.get()
         key = f"cn_clip:{model_name}:{weights_key(checkpoint)}"
-        return cls(model, clip_input_resolution(model_name), device, resolve_precision(precision, device), cache, key)
+        return cls(model, clip_input_resolution(model_name), device, dtype, cache, key)
 
     def cached_features(self, digest: str) -> torch.Tensor | None:
         """This image's embedding from the score cache, if an earlier run computed it."""
@@ -129,9 +131,12 @@ class ClipScorer:
 
     @torch.inference_mode()
     def _encode_new_texts(self, prompts: list[str]) -> torch.Tensor:
-        from cn_clip.clip import tokenize
+        from cn_clip.clip import _tokenizer, tokenize
 
-        tokens = tokenize(prompts, context_length=CONTEXT_LENGTH).to(self.device)
+        tokens = tokenize(prompts, context_length=CONTEXT_LENGTH)
+        # Padding is masked out of attention, so trailing pad columns only cost time.
+        length = int(tokens.ne(_tokenizer.vocab["[PAD]"]).sum(dim=1).max())
+        tokens = tokens[:, :length].to(self.device)
         with autocast(self.device, self.dtype):
             return self.model.get().encode_text(tokens).float().cpu()
 

@@ -49,6 +49,7 @@ from csv_io import read_rows, write_bytes_atomic, write_rows, write_text_atomic
 from image_pipeline import PREPROCESSING_VERSION, PixelTransform, PreparedRow, batched, features_for, prepare_rows
 from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, inception_score_interval, per_image_kl
 from model_loading import (
+    Fp32StemInception,
     LazyModel,
     autocast,
     fold_batch_norms,
@@ -103,15 +104,19 @@ class InceptionScorer:
              cache: ScoreCache | None = None) -> "InceptionScorer":
         """Prepare the classifier (see model_loading.load_inception) on `device`: downloaded now
         when missing (or a WeightsMissingError), read from disk when first needed."""
-        model = LazyModel(lambda: fold_batch_norms(load_inception(weights_path, device)[0]).to(memory_format=torch.channels_last))
+        dtype = resolve_precision(precision, device)
+        fp32_stem = precision == "auto" and dtype != torch.float32  # see model_loading.INCEPTION_FP32_STEM_END
+
+        def load() -> torch.nn.Module:
+            model = fold_batch_norms(load_inception(weights_path, device)[0]).to(memory_format=torch.channels_last)
+            return Fp32StemInception(model) if fp32_stem else model
+
+        model = LazyModel(load)
         checkpoint = Path(weights_path).expanduser() if weights_path else inception_checkpoint_path()
         if not checkpoint.is_file():
             model.get()
-        # auto keeps Inception in fp32: in bf16, IS moved by 0.1% to 8.5% against fp32 on
-        # random-initialised weights (which a trained network may not share, but that
-        # cannot be checked without its weights), more than the 1% we allow.
-        dtype = resolve_precision(precision, device, auto_lowers=False)
-        return cls(model, inception_categories(), device, dtype, cache, f"inception_v3:{weights_key(checkpoint)}")
+        key = f"inception_v3:{weights_key(checkpoint)}" + ("|fp32-stem" if fp32_stem else "")
+        return cls(model, inception_categories(), device, dtype, cache, key)
 
     def cached_features(self, digest: str) -> torch.Tensor | None:
         """This image's logits from the score cache, if an earlier run computed them."""

@@ -1,0 +1,128 @@
+"""Model loading shortcuts that must not change what the models compute."""
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from model_loading import (
+    INCEPTION_FP32_STEM_END,
+    Fp32StemInception,
+    cpu_supports_bf16,
+    fold_batch_norms,
+    load_chinese_clip,
+    load_inception,
+    random_init_skipped,
+    streamline_chinese_clip,
+)
+
+
+def _inception(weights) -> torch.nn.Module:
+    return fold_batch_norms(load_inception(weights, torch.device("cpu"))[0])
+
+
+def _pixels(count: int = 4) -> torch.Tensor:
+    return torch.randn(count, 3, 299, 299, generator=torch.Generator().manual_seed(0))
+
+
+def test_fp32_stem_inception_is_the_same_network(inception_weights):
+    """Split into stem, body and classifier, it computes what torchvision's forward does."""
+    model = _inception(inception_weights)
+    split = Fp32StemInception(model)
+    with torch.inference_mode():
+        assert torch.equal(split(_pixels()), model(_pixels()))
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bfloat16")
+def test_fp32_stem_runs_in_fp32_under_autocast_and_lands_nearer_fp32(inception_weights):
+    model = _inception(inception_weights)
+    split = Fp32StemInception(model)
+    seen = {}
+    split.stem.register_forward_hook(lambda module, inputs, output: seen.__setitem__("stem", output.dtype))
+    split.body.register_forward_hook(lambda module, inputs, output: seen.__setitem__("body", output.dtype))
+    with torch.inference_mode():
+        reference = model(_pixels())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            all_bf16 = model(_pixels()).float()
+            mixed = split(_pixels())
+    assert seen == {"stem": torch.float32, "body": torch.bfloat16}
+    assert mixed.dtype == torch.float32
+    assert (mixed - reference).abs().max() < (all_bf16 - reference).abs().max()
+    assert list(dict(split.stem.named_children()))[-1] == INCEPTION_FP32_STEM_END
+
+
+def test_skipping_random_init_loads_the_same_clip_and_restores_the_initialisers(clip_dir):
+    from cn_clip.clip import load_from_name
+
+    device = torch.device("cpu")
+    with contextlib.redirect_stdout(io.StringIO()):
+        plain, _ = load_from_name("RN50", device="cpu", download_root=str(clip_dir))
+    fast, _ = load_chinese_clip("RN50", clip_dir, device)
+    plain_state, fast_state = plain.float().state_dict(), fast.state_dict()
+    assert plain_state.keys() == fast_state.keys()
+    assert all(torch.equal(plain_state[key], fast_state[key]) for key in plain_state)
+    before = torch.nn.init.normal_
+    with random_init_skipped():
+        untouched = torch.full((3,), 7.0)
+        torch.nn.Linear(2, 2).reset_parameters()
+        assert torch.equal(torch.nn.init.normal_(untouched), torch.full((3,), 7.0))
+    assert torch.nn.init.normal_ is before
+    assert not torch.equal(torch.nn.init.normal_(untouched), torch.full((3,), 7.0))
+
+
+PROMPTS = ["白色摄影棚里的运动鞋", "一杯咖啡放在大理石台面上，金色装饰，柔和的晨光", "口红"]
+
+
+def _clip_inputs():
+    from cn_clip.clip import tokenize
+
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    return images, tokenize(PROMPTS, context_length=52)
+
+
+def test_streamlined_clip_computes_the_same_embeddings(clip_dir_vit):
+    import copy
+
+    from cn_clip.clip.model import QuickGELU
+
+    original, _ = load_chinese_clip("ViT-B-16", clip_dir_vit, torch.device("cpu"))
+    fast = streamline_chinese_clip(copy.deepcopy(original), torch.float32)
+    assert not any(isinstance(m, QuickGELU) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.SiLU) for m in fast.modules()) == 12  # one per ViT-B block
+    images, texts = _clip_inputs()
+    with torch.inference_mode():
+        assert torch.allclose(fast.encode_image(images), original.encode_image(images), atol=1e-5)
+        assert torch.equal(fast.encode_text(texts), original.encode_text(texts))
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bfloat16")
+def test_streamlined_clip_keeps_lowered_weights_and_fp32_norms(clip_dir_vit):
+    import copy
+
+    original, _ = load_chinese_clip("ViT-B-16", clip_dir_vit, torch.device("cpu"))
+    fast = streamline_chinese_clip(copy.deepcopy(original), torch.bfloat16)
+    linears = [m for m in fast.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in fast.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    images, texts = _clip_inputs()
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lowered = (fast.encode_image(images).float(), fast.encode_text(texts).float())
+            autocast_only = (original.encode_image(images).float(), original.encode_text(texts).float())
+        reference = (original.encode_image(images), original.encode_text(texts))
+    for low, auto, ref in zip(lowered, autocast_only, reference):
+        similarity = torch.nn.functional.cosine_similarity(low, ref)
+        assert similarity.min() > 0.99
+        assert (low - ref).abs().max() < 2 * (auto - ref).abs().max()  # no worse than autocast alone
+
+
+def test_text_encoding_without_trailing_padding_is_unchanged(clip_dir):
+    from evaluate_clipscore import ClipScorer
+
+    scorer = ClipScorer.load("RN50", clip_dir, torch.device("cpu"), "fp32")
+    _, texts = _clip_inputs()  # padded to the full 52 tokens
+    with torch.inference_mode():
+        full = scorer.model.get().encode_text(texts)
+    assert torch.allclose(scorer._encode_new_texts(PROMPTS), full, atol=1e-5)
