@@ -126,3 +126,50 @@ def test_text_encoding_without_trailing_padding_is_unchanged(clip_dir):
     with torch.inference_mode():
         full = scorer.model.get().encode_text(texts)
     assert torch.allclose(scorer._encode_new_texts(PROMPTS), full, atol=1e-5)
+
+
+def test_preloaded_model_loads_once_in_the_background():
+    import threading
+    import time
+
+    from model_loading import LazyModel
+
+    calls, release = [], threading.Event()
+
+    def load():
+        calls.append(threading.current_thread().name)
+        release.wait(5)
+        return torch.nn.Identity()
+
+    lazy = LazyModel(load)
+    lazy.preload()
+    lazy.preload()
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(lazy.get())) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.2)
+    assert results == []  # everyone waits for the one load in progress
+    release.set()
+    for waiter in waiters:
+        waiter.join(5)
+    assert calls == ["model-load"]
+    assert len(results) == 3 and all(model is results[0] for model in results)
+    assert lazy.get() is results[0]
+
+
+def test_a_failed_background_load_is_raised_by_get_every_time():
+    from model_loading import LazyModel, WeightsMissingError
+
+    attempts = []
+
+    def load():
+        attempts.append(1)
+        raise WeightsMissingError("clip_cn_vit-b-16.pt is missing")
+
+    lazy = LazyModel(load)
+    lazy.preload()
+    for _ in range(2):
+        with pytest.raises(WeightsMissingError, match="clip_cn_vit-b-16.pt"):
+            lazy.get()
+    assert attempts == [1]
