@@ -111,10 +111,7 @@ class ClipScorer:
 
     def cached_features(self, digest: str) -> torch.Tensor | None:
         """This image's embedding from the score cache, if an earlier run computed it."""
-        found = self.cache.get("clip_image", self.model_key, digest) if self.cache else None
-        if found is None:
-            self.model.preload()  # this image needs the model: load it while the batch fills
-        return found
+        return self.cache.get("clip_image", self.model_key, digest) if self.cache else None
 
     def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings (N, D) on the CPU; each distinct prompt is encoded once, ever, per model."""

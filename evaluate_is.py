@@ -120,10 +120,7 @@ class InceptionScorer:
 
     def cached_features(self, digest: str) -> torch.Tensor | None:
         """This image's logits from the score cache, if an earlier run computed them."""
-        found = self.cache.get("inception_logits", self.model_key, digest) if self.cache else None
-        if found is None:
-            self.model.preload()  # this image needs the model: load it while the batch fills
-        return found
+        return self.cache.get("inception_logits", self.model_key, digest) if self.cache else None
 
     @torch.inference_mode()
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -26,48 +25,16 @@ CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default d
 
 
 class LazyModel:
-    """A model loaded on first use, so a run whose results are all cached loads nothing; or in
-    the background from `preload()`, called as soon as some image is known to need it, so
-    that loading overlaps the fetching of the first batch."""
-
-    _one_load_at_a_time = threading.Lock()  # loads share the cores, and cn_clip's init patch is global
+    """A model loaded on first use, so a run whose results are all cached loads nothing."""
 
     def __init__(self, load: Callable[[], torch.nn.Module]):
         self._load = load
         self._model: torch.nn.Module | None = None
-        self._error: Exception | None = None
-        self._get_lock = threading.Lock()
-        self._preload_lock = threading.Lock()
-        self._preloading = False
 
     def get(self) -> torch.nn.Module:
-        """The model; waits for a background load. Raises what loading raised, every time."""
         if self._model is None:
-            with self._get_lock:
-                if self._error is not None:
-                    raise self._error
-                if self._model is None:
-                    try:
-                        with LazyModel._one_load_at_a_time:
-                            self._model = self._load()
-                    except BaseException as exc:  # pytest.fail and friends too, so a test sees them
-                        self._error = exc
-                        raise
+            self._model = self._load()
         return self._model
-
-    def preload(self) -> None:
-        """Start loading in a background thread (once); returns at once."""
-        with self._preload_lock:
-            if self._preloading or self._model is not None:
-                return
-            self._preloading = True
-        threading.Thread(target=self._get_quietly, name="model-load", daemon=True).start()
-
-    def _get_quietly(self) -> None:
-        try:
-            self.get()
-        except BaseException:  # kept in self._error: get() raises it in the scoring thread
-            pass
 
 
 class WeightsMissingError(RuntimeError):
