@@ -74,8 +74,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> N
     """Device, precision, batch size, fetching and cache options, and --quiet."""
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--precision", default="auto", choices=col.PRECISIONS,
-                        help="auto: Chinese-CLIP in fp16 on CUDA and bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
-                             "Inception in fp32; fp32 is the reference; bf16/fp16 apply to both models")
+                        help="auto: fp16 on CUDA and bf16 on CPUs with native bf16 (AVX512-BF16/AMX), with Inception's "
+                             "stem (up to Mixed_5c) kept in fp32, else fp32; fp32 is the reference; "
+                             "bf16/fp16 apply to every layer of both models")
     parser.add_argument(*flags("batch-size"), dest="batch_size", type=int, default=batch_size, help="images per model batch")
     parser.add_argument("--workers", type=int, default=4, help="threads fetching and decoding images")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed for one image download")
