@@ -9,7 +9,7 @@ product-style images from a local HTTP server with a per-request latency, and ti
 the same CSV: (a) the baseline in bench/baseline.py; (b) main.py's scoring with its
 defaults and a cold cache; (c) the same again with the cache warm; (d) both models'
 forward passes alone on preloaded tensors, at the same precision (--precision, default
-auto) and batch size.
+auto) and batch size. (a)-(d) run in --repeat interleaved rounds and the best of each counts.
 It prints images/s, the ratios, peak memory of main.py at two sizes, and how far the
 default scores are from the fp32 reference. Results go to stdout (and --json).
 """
