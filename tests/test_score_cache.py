@@ -84,8 +84,8 @@ def test_changed_weights_or_precision_miss_the_cache(tmp_path, clip_dir, image_f
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bfloat16")
 def test_default_precision_stays_close_to_fp32(tmp_path, clip_dir_vit, inception_weights):
-    # The shipped photos, not synthetic noise: on those even a tenth of a grey level of input
-    # noise moves the random Inception's 5-image IS by more than 1% in fp32.
+    # The shipped photos: on the synthetic gradient-and-noise images of other tests, even a
+    # tenth of a grey level of input noise moves the random Inception's 5-image IS by 1.2% in fp32.
     path = _csv(tmp_path, sorted((ROOT / "samples" / "images").iterdir()))
     for precision in ("fp32", "auto"):
         runtime = cpu_fp32(precision=precision, fetch=FetchConfig(cache_dir=None))
