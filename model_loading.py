@@ -94,6 +94,8 @@ def random_init_skipped():
     with contextlib.ExitStack() as stack:
         for name in initialisers:
             stack.enter_context(mock.patch.object(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor))
+        for name in ("constant_", "xavier_normal_", "xavier_uniform_"):  # MultiheadAttention's own imports
+            stack.enter_context(mock.patch.object(torch.nn.modules.activation, name, lambda tensor, *args, **kwargs: tensor))
         stack.enter_context(mock.patch.object(clip_model.CLIP, "initialize_parameters", lambda self: None))
         stack.enter_context(mock.patch.object(modeling_bert.BertPreTrainedModel, "_init_weights", lambda self, module: None))
         yield

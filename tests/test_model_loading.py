@@ -52,13 +52,14 @@ def test_fp32_stem_runs_in_fp32_under_autocast_and_lands_nearer_fp32(inception_w
     assert list(dict(split.stem.named_children()))[-1] == INCEPTION_FP32_STEM_END
 
 
-def test_skipping_random_init_loads_the_same_clip_and_restores_the_initialisers(clip_dir):
+@pytest.mark.parametrize("name, folder", [("RN50", "clip_dir"), ("ViT-B-16", "clip_dir_vit")])
+def test_skipping_random_init_loads_the_same_clip_and_restores_the_initialisers(name, folder, request):
     from cn_clip.clip import load_from_name
 
-    device = torch.device("cpu")
+    clip_dir = request.getfixturevalue(folder)
     with contextlib.redirect_stdout(io.StringIO()):
-        plain, _ = load_from_name("RN50", device="cpu", download_root=str(clip_dir))
-    fast, _ = load_chinese_clip("RN50", clip_dir, device)
+        plain, _ = load_from_name(name, device="cpu", download_root=str(clip_dir))
+    fast, _ = load_chinese_clip(name, clip_dir, torch.device("cpu"))
     plain_state, fast_state = plain.float().state_dict(), fast.state_dict()
     assert plain_state.keys() == fast_state.keys()
     assert all(torch.equal(plain_state[key], fast_state[key]) for key in plain_state)
