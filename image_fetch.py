@@ -65,17 +65,19 @@ class ImageCache:
     def _blob(self, digest: str) -> Path:
         return self.root / "blobs" / digest[:2] / digest
 
-    def get(self, url: str) -> bytes | None:
+    def get(self, url: str) -> tuple[bytes, str] | None:
+        """The cached bytes of `url` and their sha256 hex digest, or None."""
         try:
             digest = self._url_key(url).read_text().strip()
             data = self._blob(digest).read_bytes()
         except OSError:
             return None
         # A blob damaged on disk is treated as absent rather than scored.
-        return data if hashlib.sha256(data).hexdigest() == digest else None
+        return (data, digest) if content_digest(data) == digest else None
 
-    def put(self, url: str, data: bytes) -> None:
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, url: str, data: bytes) -> str:
+        """Store `data` as the content of `url`; returns its sha256 hex digest."""
+        digest = content_digest(data)
         try:
             blob = self._blob(digest)
             if not blob.exists():
@@ -83,6 +85,7 @@ class ImageCache:
             write_bytes_atomic(self._url_key(url), digest.encode(), fsync=False)
         except OSError:
             pass  # a cache that cannot be written only costs a later download
+        return digest
 
 
 def _session(config: FetchConfig) -> requests.Session:
@@ -112,6 +115,11 @@ def _download(url: str, config: FetchConfig, session: requests.Session) -> bytes
         return b"".join(chunks)
 
 
+def content_digest(data: bytes) -> str:
+    """The sha256 hex digest that keys both the download cache and the score cache."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def fetch_image_bytes(
     source: str, config: FetchConfig, session: requests.Session | None = None, base_dir: Path | None = None
 ) -> bytes:
@@ -122,6 +130,13 @@ def fetch_image_bytes(
     Retries connection errors, timeouts and 5xx with exponential backoff and jitter.
     Raises ImageError with a one-line reason.
     """
+    return fetch_image_with_digest(source, config, session, base_dir)[0]
+
+
+def fetch_image_with_digest(
+    source: str, config: FetchConfig, session: requests.Session | None = None, base_dir: Path | None = None
+) -> tuple[bytes, str]:
+    """fetch_image_bytes, and the bytes' content_digest, hashed once (the cache already knows it)."""
     source = source.strip()
     if not source:
         raise ImageError("empty image reference")
@@ -132,9 +147,7 @@ def fetch_image_bytes(
         if cached is not None:
             return cached
         data = _download_with_retries(source, config, session or _session(config))
-        if cache:
-            cache.put(source, data)
-        return data
+        return data, cache.put(source, data) if cache else content_digest(data)
     if scheme == "file":
         source = urlparse(source).path
     elif len(scheme) > 1:  # one letter is a Windows drive, not a scheme
@@ -146,7 +159,8 @@ def fetch_image_bytes(
         raise ImageError(f"no such file: {path}")
     if path.stat().st_size > config.max_bytes:
         raise ImageError(f"{path} is over the {config.max_bytes}-byte limit")
-    return path.read_bytes()
+    data = path.read_bytes()
+    return data, content_digest(data)
 
 
 def _download_with_retries(url: str, config: FetchConfig, session: requests.Session) -> bytes:

@@ -9,7 +9,6 @@ bounded window of prepared images is held at a time.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes, new_session
+from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_with_digest, new_session
 
 PREPROCESSING_VERSION = "v3"  # part of the score cache's keys: bump when decoding or transforms change
 T = TypeVar("T")
@@ -96,8 +95,7 @@ def prepare_rows(
         if not hasattr(local, "session"):
             local.session = new_session(config)
         try:
-            data = fetch_image_bytes(row.get(image_col, ""), config, local.session, base_dir)
-            digest = hashlib.sha256(data).hexdigest()
+            data, digest = fetch_image_with_digest(row.get(image_col, ""), config, local.session, base_dir)
             cached = [stage.cached_features(digest) for stage in stages]
             inputs: list[torch.Tensor | None] = [None] * len(stages)
             if any(c is None for c in cached):

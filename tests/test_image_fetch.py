@@ -82,6 +82,21 @@ def test_cache_serves_the_second_fetch(image_server, config):
     assert hits["/good.jpg"] == 2
 
 
+def test_each_fetch_hashes_the_image_once(image_server, config, image_files, monkeypatch):
+    """The digest that keys the score cache comes with the bytes: downloaded, cached or local."""
+    import hashlib
+
+    import image_fetch
+
+    base, hits = image_server
+    calls = []
+    monkeypatch.setattr(image_fetch, "content_digest", lambda data: calls.append(1) or hashlib.sha256(data).hexdigest())
+    for source in (base + "/good.jpg", base + "/good.jpg", str(image_files[0])):  # download, cache, local file
+        calls.clear()
+        data, digest = image_fetch.fetch_image_with_digest(source, config)
+        assert digest == hashlib.sha256(data).hexdigest() and len(calls) == 1
+    assert hits["/good.jpg"] == 1  # the second fetch came from the cache
+
 def test_local_paths_and_schemes(tmp_path, config, image_files):
     assert fetch_image_bytes(str(image_files[0]), config) == image_files[0].read_bytes()
     assert fetch_image_bytes(image_files[0].name, config, base_dir=tmp_path) == image_files[0].read_bytes()
