@@ -241,8 +241,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(broker, tmp_path
     publisher = threading.Thread(target=publish_steadily)
     publisher.start()
     while not done.is_set() or kills < 8:
+        delivered = broker.stats(TOPIC, CHANNEL)["delivered"]
         proc = subprocess.Popen(cli(broker, out, "--max-in-flight", "20"), stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 1.0))
+        # A cold interpreter can take over a second to import; time the kill from this listener's first delivery.
+        broker.wait_until(lambda: broker.stats(TOPIC, CHANNEL)["delivered"] > delivered or proc.poll() is not None, timeout=30)
+        time.sleep(rng.uniform(0.0, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
