@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 import columns as col
@@ -86,7 +85,7 @@ class ClipScorer:
                  cache: ScoreCache | None = None, model_key: str = ""):
         self.model = model
         self.input_size = input_size
-        self.transform = PixelTransform(input_size, Image.BICUBIC, CLIP_MEAN, CLIP_STD)
+        self.transform = PixelTransform(input_size, "bicubic", CLIP_MEAN, CLIP_STD)
         self.device = device
         self.dtype = dtype
         self.cache = cache if model_key else None

@@ -27,7 +27,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import transforms as T
 from tqdm import tqdm
 
@@ -91,7 +90,7 @@ class InceptionScorer:
         self.categories = list(categories)
         self.device = device
         self.dtype = dtype
-        self.transform = PixelTransform(INCEPTION_SIZE, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
+        self.transform = PixelTransform(INCEPTION_SIZE, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
         self.cache = cache if model_key else None
         self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
         self.rows: list[dict[str, str]] = []
