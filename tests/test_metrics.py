@@ -109,3 +109,18 @@ def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_images():
     assert inception_score_interval(small, splits=1, resamples=50) == inception_score_interval(small, splits=1, resamples=50)
     uniform = inception_score_interval(torch.zeros(30, 10), splits=3, resamples=20)
     assert uniform == pytest.approx((1.0, 1.0))
+
+
+@pytest.mark.parametrize("n, splits, resamples", [(40, 1, 30), (53, 10, 7), (300, 10, 200), (7, 3, 500)])
+def test_bootstrap_interval_equals_scoring_each_drawn_set(n, splits, resamples):
+    """The closed form gives what drawing the rows and running inception_score's chunking on them gives."""
+    import numpy as np
+
+    from metrics import inception_score_interval
+
+    logits = torch.randn(n, 50, generator=torch.Generator().manual_seed(n)) * 4
+    rng = np.random.RandomState(11)
+    means = [inception_score(logits[torch.from_numpy(rng.randint(0, n, n))], splits=splits, shuffle=False)[0]
+             for _ in range(resamples)]
+    expected = np.quantile(means, [0.05, 0.95])
+    assert inception_score_interval(logits, splits, resamples, level=0.9, seed=11) == pytest.approx(expected, rel=1e-12)
