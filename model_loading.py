@@ -80,14 +80,10 @@ def clip_input_resolution(name: str) -> int:
 
 
 @contextlib.contextmanager
-def random_init_skipped():
-    """Within this context, new torch and cn_clip modules skip their random initialisation
-    (over half of Chinese-CLIP's load time). Only for a model whose every weight is then
-    loaded with a strict load_state_dict, as cn_clip's create_model does."""
+def torch_init_skipped():
+    """Within this context, new torch modules skip their random initialisation. Only for a
+    model whose every weight is then loaded with a strict load_state_dict."""
     from unittest import mock
-
-    from cn_clip.clip import model as clip_model
-    from cn_clip.clip import modeling_bert
 
     initialisers = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
                     "xavier_uniform_", "xavier_normal_", "constant_", "zeros_", "ones_")
@@ -96,8 +92,27 @@ def random_init_skipped():
             stack.enter_context(mock.patch.object(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor))
         for name in ("constant_", "xavier_normal_", "xavier_uniform_"):  # MultiheadAttention's own imports
             stack.enter_context(mock.patch.object(torch.nn.modules.activation, name, lambda tensor, *args, **kwargs: tensor))
+        yield
+
+
+@contextlib.contextmanager
+def random_init_skipped():
+    """torch_init_skipped, and the same for cn_clip's modules (together over half of
+    Chinese-CLIP's load time); cn_clip's create_model also skips rounding those random
+    weights to fp16, so the checkpoint is copied straight into the fp32 parameters that
+    load_from_name would otherwise convert back. Only for a model whose every weight is
+    then loaded with a strict load_state_dict, as create_model does."""
+    from unittest import mock
+
+    from cn_clip.clip import model as clip_model
+    from cn_clip.clip import modeling_bert
+    from cn_clip.clip import utils as clip_utils
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_init_skipped())
         stack.enter_context(mock.patch.object(clip_model.CLIP, "initialize_parameters", lambda self: None))
         stack.enter_context(mock.patch.object(modeling_bert.BertPreTrainedModel, "_init_weights", lambda self, module: None))
+        stack.enter_context(mock.patch.object(clip_utils, "convert_weights", lambda model: None))
         yield
 
 
@@ -239,7 +254,8 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
     if weights_path is None:
         target = inception_checkpoint_path()
         try:
-            model = inception_v3(weights=weights, progress=False)
+            with torch_init_skipped():  # the downloaded state_dict is loaded strictly
+                model = inception_v3(weights=weights, progress=False)
         except Exception as exc:
             raise WeightsMissingError(
                 f"Inception-v3 weights not found: expected {target} and could not download it "
@@ -253,17 +269,16 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             has_aux = any(key.startswith("AuxLogits.") for key in state)
-            model = inception_v3(
-                weights=None, aux_logits=has_aux, init_weights=False, transform_input=True, num_classes=len(categories)
-            )
+            with torch_init_skipped():
+                model = inception_v3(
+                    weights=None, aux_logits=has_aux, init_weights=False, transform_input=True, num_classes=len(categories)
+                )
             model.load_state_dict(state)
         except Exception as exc:
             raise WeightsMissingError(f"--weights {path}: not an Inception-v3 ImageNet state_dict ({type(exc).__name__}: {str(exc)[:200]})") from None
     model.aux_logits = False
     model.AuxLogits = None
     return model.eval().to(device), categories
-
-
 
 
 def cpu_supports_bf16() -> bool:
