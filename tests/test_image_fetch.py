@@ -151,3 +151,22 @@ def test_large_images_are_decoded_small(tmp_path):
     assert jpeg.size == (375, 300)  # DCT scale 1/4
     assert png.size == (375, 300)  # box reduction by 4
     assert decode_image(encode(big, "PNG")).size == (1500, 1200)
+
+
+def test_transparent_image_reduced_then_composited_equals_composited_then_reduced():
+    """Compositing onto white after the (premultiplied) box reduction costs a fraction and
+    gives the same pixels, up to rounding (premultiplied uint8), as compositing at full size first."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import encode, photo
+
+    rgba = photo((1203, 901), seed=3).convert("RGBA")
+    alpha = np.random.default_rng(3).integers(0, 256, (901, 1203), dtype=np.uint8)
+    alpha[:, :400] = 0  # a cut-out product: fully transparent background beside it
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = np.asarray(Image.alpha_composite(white, rgba).convert("RGB").reduce(3), dtype=int)
+    got = np.asarray(decode_image(encode(rgba, "PNG"), draft_size=299), dtype=int)
+    assert got.shape == expected.shape == (301, 401, 3)
+    assert np.abs(got - expected).max() <= 2 and np.abs(got - expected).mean() < 0.3 and (got[:, :133] == 255).all()
