@@ -211,7 +211,8 @@ def evaluate_clipscore(
     rows = clean_rows(rows, prompt_col, cleaning, col.RAW_PROMPT)
     cache = open_cache(runtime.fetch.cache_dir)
     scorer = ClipScorer.load(model_name, model_dir, resolve_device(runtime.device), runtime.precision, cache)
-    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent)
+    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent,
+                            ahead=2 * runtime.batch_size)
     errors = 0
     with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
         with tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=runtime.quiet) as progress:

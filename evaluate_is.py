@@ -251,7 +251,8 @@ def evaluate_is(
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
     cache = open_cache(runtime.fetch.cache_dir)
     scorer = InceptionScorer.load(weights, resolve_device(runtime.device), runtime.precision, cache)
-    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent)
+    prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent,
+                            ahead=2 * runtime.batch_size)
     with tqdm(total=len(rows), desc="Inception", unit="img", disable=runtime.quiet) as progress:
         for batch in batched(prepared, runtime.batch_size):
             scorer.add_batch(batch)

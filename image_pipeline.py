@@ -89,11 +89,14 @@ def prepare_rows(
     config: FetchConfig,
     workers: int = 4,
     base_dir: Path | None = None,
+    ahead: int = 0,
 ) -> Iterator[PreparedRow]:
     """Yield a PreparedRow for every row, in order; image failures become `error` text.
 
     Relative image paths are read from `base_dir` (the input CSV's folder). JPEGs are
-    decoded at the smallest DCT scale that still covers the largest model input.
+    decoded at the smallest DCT scale that still covers the largest model input. At most
+    max(`ahead`, 8 per worker) rows are prepared or in preparation beyond those yielded:
+    two batches' worth keeps the workers busy while a model loads.
     """
     local = threading.local()
     decode_size = max(stage.input_size for stage in stages)
@@ -114,7 +117,7 @@ def prepare_rows(
         except Exception as exc:  # a transform or codec failing on one odd image must not stop the run
             return PreparedRow(row, error=f"cannot prepare image: {type(exc).__name__}: {exc}")
 
-    window = max(1, workers) * 8
+    window = max(max(1, workers) * 8, ahead)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         pending: deque[Future[PreparedRow]] = deque()
         for row in rows:

@@ -90,7 +90,8 @@ def score_both(
     cache = open_cache(runtime.fetch.cache_dir)
     clip = ClipScorer.load(model_name, model_dir, device, runtime.precision, cache)
     inception = InceptionScorer.load(weights, device, runtime.precision, cache)
-    prepared = prepare_rows(rows, image_col, [clip, inception], runtime.fetch, runtime.workers, Path(input_path).parent)
+    prepared = prepare_rows(rows, image_col, [clip, inception], runtime.fetch, runtime.workers, Path(input_path).parent,
+                            ahead=2 * runtime.batch_size)
     with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
         with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
             for batch in batched(prepared, runtime.batch_size):

@@ -170,3 +170,32 @@ def test_transparent_image_reduced_then_composited_equals_composited_then_reduce
     got = np.asarray(decode_image(encode(rgba, "PNG"), draft_size=299), dtype=int)
     assert got.shape == expected.shape == (301, 401, 3)
     assert np.abs(got - expected).max() <= 2 and np.abs(got - expected).mean() < 0.3 and (got[:, :133] == 255).all()
+
+
+@pytest.mark.parametrize("workers, ahead, window", [(1, 0, 8), (4, 0, 32), (2, 64, 64)])
+def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, config, workers, ahead, window):
+    """Rows come back in input order with failures in place, and the input is read at most
+    `window` rows beyond what was yielded: memory does not grow with the CSV."""
+    from conftest import photo
+    from image_pipeline import PixelTransform, prepare_rows
+
+    class Stage:
+        transform, input_size = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32
+
+        def cached_features(self, digest):
+            return None
+
+    photo((40, 30), seed=1).save(tmp_path / "a.png")
+    read = []
+
+    def rows():
+        for i in range(120):
+            read.append(i)
+            yield {"id": str(i), "image_url": "a.png" if i % 7 else "missing.png"}
+
+    prepared = prepare_rows(rows(), "image_url", [Stage()], config, workers, tmp_path, ahead=ahead)
+    for yielded, item in enumerate(prepared, start=1):
+        assert item.row["id"] == str(yielded - 1) and item.ok == bool((yielded - 1) % 7)
+        assert item.inputs[0].shape == (3, 32, 32) if item.ok else "no such file" in item.error
+        assert len(read) <= min(120, yielded + window)
+    assert yielded == 120
