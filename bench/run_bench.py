@@ -9,7 +9,8 @@ product-style images from a local HTTP server with a per-request latency, and ti
 the same CSV: (a) the baseline in bench/baseline.py; (b) main.py's scoring with its
 defaults and a cold cache; (c) the same again with the cache warm; (d) both models'
 forward passes alone on preloaded tensors, at the same precision (--precision, default
-auto) and batch size. (a)-(d) run in --repeat interleaved rounds and the best of each counts.
+auto) and batch size. (a)-(d) run back to back in each of --repeat rounds; each ratio is
+taken within a round and the median round's is reported, with every round's in --json.
 It prints images/s, the ratios, peak memory of main.py at two sizes, and how far the
 default scores are from the fp32 reference. Results go to stdout (and --json).
 """
@@ -21,6 +22,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,9 @@ def write_input(path: Path, base_url: str, names: list[str], rows: int) -> list[
     return records
 
 
+RATIOS = {"b_over_a": ("b", "a"), "b_over_d": ("b", "d"), "c_over_b": ("c", "b")}
+
+
 def timed(function, *args, **kwargs) -> tuple[float, object]:
     start = time.perf_counter()
     result = function(*args, **kwargs)
@@ -77,22 +82,28 @@ def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], run
     return out
 
 
-def model_only_rate(image_paths: list[Path], prompts: list[str], models: dict[str, Path], batch_size: int,
-                    precision: str) -> float:
-    """Images/s of both models' forward passes (and the prompts' text encoding) on preloaded tensors."""
-    device = torch.device("cpu")
-    clip = ClipScorer.load("ViT-B-16", models["clip"], device, precision)
-    inception = InceptionScorer.load(models["inception"], device, precision)
-    images = [decode_image(path.read_bytes(), draft_size=inception.input_size) for path in image_paths]
-    clip_pixels = torch.stack([clip.transform(image) for image in images])
-    inception_pixels = torch.stack([inception.transform(image) for image in images])
-    clip.encode_images(clip_pixels[:2]), inception.classify(inception_pixels[:2])  # load the models, warm up
-    start = time.perf_counter()
-    clip.encode_texts(list(dict.fromkeys(prompts)))
-    for indices in batched(list(range(len(images))), batch_size):
-        clip.encode_images(clip_pixels[indices])
-        inception.classify(inception_pixels[indices])
-    return len(images) / (time.perf_counter() - start)
+class ModelOnly:
+    """(d): both models' forward passes (and the prompts' text encoding) on preloaded tensors."""
+
+    def __init__(self, image_paths: list[Path], prompts: list[str], models: dict[str, Path], precision: str):
+        device = torch.device("cpu")
+        self.clip = ClipScorer.load("ViT-B-16", models["clip"], device, precision)
+        self.inception = InceptionScorer.load(models["inception"], device, precision)
+        images = [decode_image(path.read_bytes(), draft_size=self.inception.input_size) for path in image_paths]
+        self.clip_pixels = torch.stack([self.clip.transform(image) for image in images])
+        self.inception_pixels = torch.stack([self.inception.transform(image) for image in images])
+        self.prompts = list(dict.fromkeys(prompts))
+        self.clip.encode_images(self.clip_pixels[:2]), self.inception.classify(self.inception_pixels[:2])  # load, warm up
+
+    def rate(self, batch_size: int) -> float:
+        """Images/s of one pass over all images."""
+        self.clip._text_cache.clear()  # encode the prompts anew each time, as a cold run of main.py does
+        start = time.perf_counter()
+        self.clip.encode_texts(self.prompts)
+        for indices in batched(list(range(len(self.clip_pixels))), batch_size):
+            self.clip.encode_images(self.clip_pixels[indices])
+            self.inception.classify(self.inception_pixels[indices])
+        return len(self.clip_pixels) / (time.perf_counter() - start)
 
 
 def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path], precision: str) -> float:
@@ -132,7 +143,7 @@ def machine() -> str:
 
 
 def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_size: int, workers: int,
-                  precision: str = "auto", repeat: int = 2) -> dict[str, object]:
+                  precision: str = "auto", repeat: int = 3) -> dict[str, object]:
     """Run every measurement in one process (the timed ones `repeat` times) and return the figures."""
     with tempfile.TemporaryDirectory(prefix="aigc-bench-") as tmp:
         work = Path(tmp)
@@ -146,22 +157,25 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
             names = [path.name for path in image_paths]
             rows = write_input(work / "input.csv", server.url, names, images)
             runs: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
+            model_only = ModelOnly(image_paths, [r["prompt"] for r in rows], models, precision)
             for round_ in range(1, repeat + 1):
-                # Rounds interleave (a)-(d) so that a slow spell of the shared machine hits each
-                # measurement alike; the best of each is kept, since noise only ever slows a run.
+                # Each round measures (d), (b), (c), (a) back to back, and each ratio is taken
+                # within a round, so that the shared machine's slow spells, which last minutes,
+                # hit both sides of a ratio alike; the median round is reported.
                 runtime = RuntimeOptions(precision=precision, batch_size=batch_size, workers=workers, quiet=True,
                                          fetch=FetchConfig(cache_dir=work / f"cache{round_}"))
-                print(f"round {round_}/{repeat}: (a) baseline ...", file=sys.stderr)
-                seconds_a, _ = timed(lambda: (baseline_clipscores(rows, models["clip"], batch_size),
-                                              baseline_inception_score(rows, models["inception"], batch_size)))
+                print(f"round {round_}/{repeat}: (d) models alone ...", file=sys.stderr)
+                runs["d"].append(model_only.rate(batch_size))
                 print(f"round {round_}/{repeat}: (b) main.py, cold cache ...", file=sys.stderr)
                 seconds_b, default = timed(run_main, work, work / "input.csv", "default", models, runtime)
                 print(f"round {round_}/{repeat}: (c) main.py, warm cache ...", file=sys.stderr)
                 seconds_c, _ = timed(run_main, work, work / "input.csv", "warm", models, runtime)
-                print(f"round {round_}/{repeat}: (d) models alone ...", file=sys.stderr)
-                runs["d"].append(model_only_rate(image_paths, [r["prompt"] for r in rows], models, batch_size, precision))
+                print(f"round {round_}/{repeat}: (a) baseline ...", file=sys.stderr)
+                seconds_a, _ = timed(lambda: (baseline_clipscores(rows, models["clip"], batch_size),
+                                              baseline_inception_score(rows, models["inception"], batch_size)))
                 for key, seconds in (("a", seconds_a), ("b", seconds_b), ("c", seconds_c)):
                     runs[key].append(images / seconds)
+            del model_only
             print("fp32 reference ...", file=sys.stderr)
             reference = run_main(work, work / "input.csv", "fp32", models,
                                  RuntimeOptions(precision="fp32", batch_size=batch_size, workers=workers, quiet=True,
@@ -174,13 +188,15 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
                 memory[size] = peak_memory_mib(work, work / f"mem_{size}.csv", models, precision)
         finally:
             server.close()
-    rate = {key: max(values) for key, values in runs.items()}
+    ratios = {name: [runs[top][i] / runs[bottom][i] for i in range(repeat)]
+              for name, (top, bottom) in RATIOS.items()}
     return {
         "machine": machine(), "images": images, "latency_s": latency, "batch_size": batch_size, "workers": workers,
         "precision": precision, "repeat": repeat,
-        "images_per_s": rate, "images_per_s_each_round": runs, "b_over_a": rate["b"] / rate["a"], "b_over_d": rate["b"] / rate["d"],
-        "c_over_b": rate["c"] / rate["b"], "peak_memory_mib": memory,
-        "max_clip_score_difference": clip_gap, "relative_is_difference": is_gap,
+        "images_per_s": {key: statistics.median(values) for key, values in runs.items()},
+        "images_per_s_each_round": runs, "ratios_each_round": ratios,
+        **{name: statistics.median(values) for name, values in ratios.items()},
+        "peak_memory_mib": memory, "max_clip_score_difference": clip_gap, "relative_is_difference": is_gap,
     }
 
 
@@ -189,16 +205,18 @@ def report(figures: dict[str, object]) -> str:
     rate = figures["images_per_s"]
     lines = [
         f"machine: {figures['machine']}; {figures['images']} images, {figures['latency_s'] * 1000:.0f} ms latency per request, "
-        f"--precision {figures['precision']}; best of {figures['repeat']} interleaved rounds",
+        f"--precision {figures['precision']}; median of {figures['repeat']} rounds, ratios taken within each round",
         "", "| measurement | value |", "| --- | --- |",
         f"| (a) baseline, images/s | {rate['a']:.2f} |",
         f"| (b) main.py defaults, cold cache, images/s | {rate['b']:.2f} |",
         f"| (c) main.py, warm cache, images/s | {rate['c']:.1f} |",
         f"| (d) models alone, images/s | {rate['d']:.2f} |",
-        f"| (b)/(a) | {figures['b_over_a']:.2f}x |",
-        f"| (b)/(d) | {figures['b_over_d'] * 100:.0f}% |",
-        f"| (c)/(b) | {figures['c_over_b']:.1f}x |",
     ]
+    rounds = figures["ratios_each_round"]
+    for name, label, shown in (("b_over_a", "(b)/(a)", "{:.2f}x"), ("b_over_d", "(b)/(d)", "{:.0%}"),
+                               ("c_over_b", "(c)/(b)", "{:.1f}x")):
+        each = ", ".join(shown.format(value) for value in rounds[name])
+        lines.append(f"| {label} | {shown.format(figures[name])} (rounds: {each}) |")
     memory = figures["peak_memory_mib"]
     for size, mib in memory.items():
         lines.append(f"| peak memory, {size} rows | {mib:.0f} MiB |")
@@ -220,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="precision of (b), (c), (d)")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds of (a)-(d); the best of each is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of (a)-(d); the median round is reported")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     figures = run_benchmark(args.images, args.latency, args.memory_sizes, args.batch_size, args.workers, args.precision,
