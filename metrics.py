@@ -80,8 +80,9 @@ def inception_score_interval(
     (1+level)/2 quantiles of those means.
     """
     n = logits.shape[0]
-    if n < 2 or resamples < 1 or not 0 < level < 1:
-        raise ValueError(f"a bootstrap interval needs 2+ images, 1+ resamples and 0<level<1 (got {n}, {resamples}, {level})")
+    if n < 2 or resamples < 1 or not 0 < level < 1 or not 1 <= splits <= n:
+        raise ValueError(f"a bootstrap interval needs 2+ images, 1+ resamples, 0<level<1 and 1 <= splits <= images "
+                         f"(got {n}, {resamples}, {level}, {splits})")
     log_p = logits.double().log_softmax(dim=1)
     p = log_p.exp()
     # A chunk's mean KL(p_i || p_k) is mean_i(sum p_i log p_i) - sum p_k log p_k, and p_k is a

@@ -124,3 +124,5 @@ def test_bootstrap_interval_equals_scoring_each_drawn_set(n, splits, resamples):
              for _ in range(resamples)]
     expected = np.quantile(means, [0.05, 0.95])
     assert inception_score_interval(logits, splits, resamples, level=0.9, seed=11) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="splits <= images"):
+        inception_score_interval(logits, splits=n + 1)
