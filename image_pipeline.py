@@ -9,8 +9,6 @@ bounded window of prepared images is held at a time.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,7 +64,6 @@ class Stage(Protocol):
 
     transform: PixelTransform
     input_size: int
-    device: torch.device
 
     def cached_features(self, digest: str) -> torch.Tensor | None: ...
 
@@ -122,9 +119,7 @@ def prepare_rows(
             return PreparedRow(row, error=f"cannot prepare image: {type(exc).__name__}: {exc}")
 
     window = max(max(1, workers) * 8, ahead)
-    share_cores = any(stage.device.type == "cpu" for stage in stages)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch",
-                            initializer=yield_to_models if share_cores else None) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
         pending: deque[Future[PreparedRow]] = deque()
         for row in rows:
             pending.append(pool.submit(prepare, row))
@@ -132,23 +127,6 @@ def prepare_rows(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-WORKER_NICENESS = 10
-
-
-def yield_to_models() -> None:
-    """Lower the calling thread's scheduling priority by WORKER_NICENESS (Linux only, where
-    niceness is per thread). Workers sharing the cores with a CPU model then take the
-    cycles the model leaves idle instead of preempting its threads, whose partners would
-    wait for them at every parallel step."""
-    if not sys.platform.startswith("linux"):
-        return  # elsewhere a thread id given to setpriority could name another process
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + WORKER_NICENESS))
-    except OSError:
-        pass  # a sandbox that forbids it only costs speed
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -1,7 +1,5 @@
 """One fetch-and-decode path against a real HTTP server on loopback serving hostile images."""
 
-import sys
-
 import numpy as np
 import torch
 import pytest
@@ -182,7 +180,7 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
     from image_pipeline import PixelTransform, prepare_rows
 
     class Stage:
-        transform, input_size, device = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32, torch.device("cpu")
+        transform, input_size = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32
 
         def cached_features(self, digest):
             return None
@@ -201,34 +199,3 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
         assert item.inputs[0].shape == (3, 32, 32) if item.ok else "no such file" in item.error
         assert len(read) <= min(120, yielded + window)
     assert yielded == 120
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
-@pytest.mark.parametrize("device, lowered", [("cpu", True), ("meta", False)])
-def test_workers_yield_the_cores_to_a_cpu_model(tmp_path, config, device, lowered):
-    """With a model on the CPU the workers run at a lower priority than the scoring thread;
-    with it elsewhere (a GPU), at the same; the scoring thread itself is never changed."""
-    import os
-    import threading
-
-    from conftest import photo
-    from image_pipeline import WORKER_NICENESS, PixelTransform, prepare_rows
-
-    seen = []
-
-    class Stage:
-        transform, input_size = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32
-
-        def __init__(self):
-            self.device = torch.device(device)
-
-        def cached_features(self, digest):
-            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            return None
-
-    photo((40, 30), seed=1).save(tmp_path / "a.png")
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    rows = [{"image_url": "a.png"}] * 6
-    assert all(item.ok for item in prepare_rows(rows, "image_url", [Stage()], config, 2, tmp_path))
-    assert seen == [min(19, mine + WORKER_NICENESS) if lowered else mine] * 6
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
