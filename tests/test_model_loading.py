@@ -72,13 +72,13 @@ def test_skipping_random_init_loads_the_same_clip_and_restores_the_initialisers(
     assert not torch.equal(torch.nn.init.normal_(untouched), torch.full((3,), 7.0))
 
 
-
 def test_inception_built_without_random_init_holds_exactly_the_checkpoint(inception_weights):
     saved = torch.load(inception_weights, weights_only=True)
     loaded = load_inception(inception_weights, torch.device("cpu"))[0].state_dict()
     assert loaded.keys() == {key for key in saved if not key.startswith("AuxLogits.")}
     assert all(torch.equal(loaded[key], saved[key]) for key in loaded)
     assert not torch.equal(torch.nn.Linear(4, 4).weight, torch.nn.Linear(4, 4).weight)  # initialisers restored
+
 
 PROMPTS = ["白色摄影棚里的运动鞋", "一杯咖啡放在大理石台面上，金色装饰，柔和的晨光", "口红"]
 
