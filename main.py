@@ -27,6 +27,7 @@ is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -66,6 +67,7 @@ from image_fetch import FetchConfig
 from image_pipeline import batched, prepare_rows
 from merge_scores import check_weights, merge_score_files
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
+from model_lanes import ModelLanes
 from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, resolve_device
 from prompt_cleaning import CleaningOptions, clean_rows
 from report_html import write_html_report
@@ -80,8 +82,9 @@ def score_both(
     model_name: str, model_dir: Path | None, weights: Path | None, splits: int, cleaning: CleaningOptions,
     runtime: RuntimeOptions,
 ) -> None:
-    """Score `input_path` with both models in one pass (each image fetched and decoded once)
-    and write result_clip.csv, result_is.csv and result_is.json."""
+    """Score `input_path` with both models in one pass (each image fetched and decoded once,
+    the two models side by side in ModelLanes) and write result_clip.csv, result_is.csv and
+    result_is.json."""
     if splits < 1:
         raise ValueError(f"--splits must be at least 1, got {splits}")
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
@@ -92,12 +95,14 @@ def score_both(
     inception = InceptionScorer.load(weights, device, runtime.precision, cache)
     prepared = prepare_rows(rows, image_col, [clip, inception], runtime.fetch, runtime.workers, Path(input_path).parent,
                             ahead=2 * runtime.batch_size)
-    with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
+    with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer, \
+            ModelLanes(device) as lanes:
         with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
             for batch in batched(prepared, runtime.batch_size):
-                for item, result in zip(batch, clip.score_batch(batch, prompt_col, slot=0)):
+                results, _ = lanes.run(partial(clip.score_batch, batch, prompt_col, slot=0),
+                                       partial(inception.add_batch, batch, slot=1))
+                for item, result in zip(batch, results):
                     writer.write({**item.row, **result})
-                inception.add_batch(batch, slot=1)
                 progress.update(len(batch))
         writer.commit()
     log.info("wrote %s: image embeddings: %d from the cache, %d computed", clip_output, clip.reused, clip.computed)
