@@ -112,10 +112,6 @@ class ClipScorer:
         """This image's embedding from the score cache, if an earlier run computed it."""
         return self.cache.get("clip_image", self.model_key, digest) if self.cache else None
 
-    def model_needed(self) -> None:
-        """An image needs the model: start reading it in the background (see LazyModel)."""
-        self.model.prefetch()
-
     def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings (N, D) on the CPU; each distinct prompt is encoded once, ever, per model."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]

@@ -121,10 +121,6 @@ class InceptionScorer:
         """This image's logits from the score cache, if an earlier run computed them."""
         return self.cache.get("inception_logits", self.model_key, digest) if self.cache else None
 
-    def model_needed(self) -> None:
-        """An image needs the model: start reading it in the background (see LazyModel)."""
-        self.model.prefetch()
-
     @torch.inference_mode()
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes) in float32 on the CPU for a batch of PixelTransform outputs."""

@@ -67,9 +67,6 @@ class Stage(Protocol):
 
     def cached_features(self, digest: str) -> torch.Tensor | None: ...
 
-    def model_needed(self) -> None:
-        """Called from a worker when an image needs this stage's model (start loading it)."""
-
 
 @dataclass
 class PreparedRow:
@@ -111,9 +108,6 @@ def prepare_rows(
         try:
             data, digest = fetch_image_with_digest(row.get(image_col, ""), config, local.session, base_dir)
             cached = [stage.cached_features(digest) for stage in stages]
-            for stage, features in zip(stages, cached):
-                if features is None:
-                    stage.model_needed()
             inputs: list[torch.Tensor | None] = [None] * len(stages)
             if any(c is None for c in cached):
                 image = decode_image(data, config.max_pixels, decode_size)

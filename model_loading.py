@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -26,43 +25,15 @@ CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default d
 
 
 class LazyModel:
-    """A model loaded on first use, so a run whose results are all cached loads nothing.
-
-    `prefetch` starts the load in a background thread as soon as some image is known to
-    need the model, so reading the weights overlaps fetching and decoding the first
-    batch; `get` waits for it and raises whatever the load raised.
-    """
-
-    _loading = threading.Lock()  # the init-skipping patches are process-wide: one load at a time
+    """A model loaded on first use, so a run whose results are all cached loads nothing."""
 
     def __init__(self, load: Callable[[], torch.nn.Module]):
         self._load = load
         self._model: torch.nn.Module | None = None
-        self._error: BaseException | None = None
-        self._started = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        try:
-            with LazyModel._loading:
-                self._model = self._load()
-        except BaseException as exc:  # handed to get(), which raises it in the caller's thread
-            self._error = exc
-
-    def prefetch(self) -> None:
-        """Start loading in the background, unless loading has started already."""
-        with self._started:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="model-load", daemon=True)
-                self._thread.start()
 
     def get(self) -> torch.nn.Module:
-        """The model, loaded now if no prefetch started it."""
         if self._model is None:
-            self.prefetch()
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
+            self._model = self._load()
         return self._model
 
 

@@ -185,9 +185,6 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
         def cached_features(self, digest):
             return None
 
-        def model_needed(self):
-            pass
-
     photo((40, 30), seed=1).save(tmp_path / "a.png")
     read = []
 

@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import threading
 
 import pytest
 import torch
@@ -10,8 +9,6 @@ import torch
 from model_loading import (
     INCEPTION_FP32_STEM_END,
     Fp32StemInception,
-    LazyModel,
-    WeightsMissingError,
     cpu_supports_bf16,
     fold_batch_norms,
     load_chinese_clip,
@@ -53,43 +50,6 @@ def test_fp32_stem_runs_in_fp32_under_autocast_and_lands_nearer_fp32(inception_w
     assert mixed.dtype == torch.float32
     assert (mixed - reference).abs().max() < (all_bf16 - reference).abs().max()
     assert list(dict(split.stem.named_children()))[-1] == INCEPTION_FP32_STEM_END
-
-
-def test_prefetch_loads_once_in_the_background_one_model_at_a_time():
-    """Workers may all ask for the model: it is loaded once, off the caller's thread, and two
-    models never load at once (the init-skipping patches are process-wide)."""
-    release, state = threading.Event(), {"calls": [], "active": 0, "most_active": 0}
-
-    def load(tag: str) -> torch.nn.Module:
-        state["active"] += 1
-        state["most_active"] = max(state["most_active"], state["active"])
-        state["calls"].append((tag, threading.current_thread().name))
-        release.wait(5)
-        state["active"] -= 1
-        return torch.nn.Linear(1, 1)
-
-    first, second = LazyModel(lambda: load("first")), LazyModel(lambda: load("second"))
-    askers = [threading.Thread(target=model.prefetch) for model in (first, second, first, second, first)]
-    for asker in askers:
-        asker.start()
-    for asker in askers:
-        asker.join()
-    release.set()
-    assert first.get() is first.get() and isinstance(second.get(), torch.nn.Linear)
-    assert sorted(tag for tag, _ in state["calls"]) == ["first", "second"]
-    assert {thread for _, thread in state["calls"]} == {"model-load"} and state["most_active"] == 1
-
-
-def test_a_failed_background_load_is_raised_by_get():
-    def load() -> torch.nn.Module:
-        raise WeightsMissingError("put inception_v3_google-0cc3c7bd.pth in ~/.cache/torch/hub/checkpoints")
-
-    model = LazyModel(load)
-    model.prefetch()
-    for _ in range(2):
-        with pytest.raises(WeightsMissingError, match="inception_v3_google-0cc3c7bd.pth"):
-            model.get()
-    assert LazyModel(lambda: torch.nn.Linear(1, 1)).get().in_features == 1  # no prefetch: loaded on get
 
 
 @pytest.mark.parametrize("name, folder", [("RN50", "clip_dir"), ("ViT-B-16", "clip_dir_vit")])
