@@ -5,7 +5,8 @@ the model's threads wait for each other; when a fetch or decode worker takes a c
 other model thread spins at that barrier. In lanes, each model runs single-threaded on 2
 cores (on N cores with about N/2 threads), nothing waits inside a batch, and the time the
 faster lane leaves idle at the end of a batch goes to the workers. On the benchmark's
-2-core machine the models alone ran 6-11% faster this way, with 10-17% less CPU time.
+2-core machine, scoring 300 images in four alternating pairs took 18% less CPU time per image
+this way and ran 9% faster; the models alone ran -2% to +11% faster (see README, Speed).
 """
 
 from __future__ import annotations

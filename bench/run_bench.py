@@ -115,20 +115,35 @@ class ModelOnly:
         return len(self.clip_pixels) / (time.perf_counter() - start)
 
 
+# Run a script and write its own peak resident memory (VmHWM, kB) to argv[1] at exit. Not
+# wait4's ru_maxrss: Linux carries the parent's peak across fork and exec into it, so with
+# a large parent (this benchmark) every size would read the same.
+PEAK_PROBE = """import atexit, os, runpy, sys
+def report(path=sys.argv[1]):
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    open(path, "w").write(peak.split()[1])
+atexit.register(report)
+sys.argv = sys.argv[2:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python main.py` has it
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def script_peak_mib(script: Path, args: list[str], peak_file: Path) -> float:
+    """Peak resident memory of `python script args...` (which must exit 0), in MiB."""
+    returncode = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(peak_file), str(script), *args]).returncode
+    if returncode != 0:
+        raise RuntimeError(f"{script.name} exited with {returncode}: {' '.join(args)}")
+    return int(peak_file.read_text()) / 1024
+
+
 def peak_memory_mib(work: Path, input_csv: Path, models: dict[str, Path], precision: str) -> float:
     """Peak resident memory of `python main.py --input` on `input_csv`, without caches."""
-    command = [sys.executable, str(ROOT / "main.py"), "--input", str(input_csv), "--model-dir", str(models["clip"]),
-               "--weights", str(models["inception"]), "--no-cache", "-q", "--precision", precision,
-               "--clip-result", str(work / "mem_clip.csv"),
-               "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"),
-               "--report", str(work / "mem_report.html"),
-               "--category-output", str(work / "mem_category.csv")]
-    process = subprocess.Popen(command)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode not in (0, 1):
-        raise RuntimeError(f"main.py exited with {process.returncode} on {input_csv}")
-    return usage.ru_maxrss / 1024
+    args = ["--input", str(input_csv), "--model-dir", str(models["clip"]), "--weights", str(models["inception"]),
+            "--no-cache", "-q", "--precision", precision, "--clip-result", str(work / "mem_clip.csv"),
+            "--is-result", str(work / "mem_is.csv"), "--output", str(work / "mem_total.csv"),
+            "--report", str(work / "mem_report.html"), "--category-output", str(work / "mem_category.csv")]
+    return script_peak_mib(ROOT / "main.py", args, work / "peak_kib.txt")
 
 
 def score_differences(default: dict[str, Path], reference: dict[str, Path]) -> tuple[float, float]:

@@ -1,6 +1,8 @@
 """The benchmark runs end to end at a tiny size (timings are not tested, only that it works)."""
 
-from bench.run_bench import report, run_benchmark
+import resource
+
+from bench.run_bench import report, run_benchmark, script_peak_mib
 
 
 def test_benchmark_runs_on_a_tiny_size():
@@ -19,3 +21,14 @@ def test_benchmark_runs_on_a_tiny_size():
     table = report(figures)
     assert "| (b)/(a) |" in table and "(rounds: " in table and "| peak memory, 2 rows |" in table
     assert "| (d) side by side in lanes, as main.py runs them |" in table
+
+
+def test_peak_memory_is_the_scripts_own_not_the_parents(tmp_path):
+    """wait4's ru_maxrss would report this (torch-sized) test process's peak for a tiny child."""
+    parent_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert parent_mib > 150
+    (tmp_path / "small.py").write_text("import sys\nassert sys.argv[1:] == ['x']\n")
+    (tmp_path / "big.py").write_text("block = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n")
+    small = script_peak_mib(tmp_path / "small.py", ["x"], tmp_path / "peak.txt")
+    big = script_peak_mib(tmp_path / "big.py", [], tmp_path / "peak.txt")
+    assert small < 60 < 200 < big < 260
