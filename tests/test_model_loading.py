@@ -2,6 +2,9 @@
 
 import contextlib
 import io
+import threading
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,12 +12,14 @@ import torch
 from model_loading import (
     INCEPTION_FP32_STEM_END,
     Fp32StemInception,
+    checkpoint_files_mapped,
     cpu_supports_bf16,
     fold_batch_norms,
     load_chinese_clip,
     load_inception,
     random_init_skipped,
     streamline_chinese_clip,
+    torch_init_skipped,
 )
 
 
@@ -78,6 +83,46 @@ def test_inception_built_without_random_init_holds_exactly_the_checkpoint(incept
     assert loaded.keys() == {key for key in saved if not key.startswith("AuxLogits.")}
     assert all(torch.equal(loaded[key], saved[key]) for key in loaded)
     assert not torch.equal(torch.nn.Linear(4, 4).weight, torch.nn.Linear(4, 4).weight)  # initialisers restored
+
+
+def test_two_threads_skipping_init_at_once_leave_the_initialisers_restored():
+    """The two lanes load their models at the same time. Interleaved, the later thread would
+    save the earlier one's no-op initialiser and restore it for good; they take turns."""
+    original = torch.nn.init.uniform_
+    second_inside, first_left = threading.Event(), threading.Event()
+
+    def first():
+        with torch_init_skipped():
+            second_inside.wait(timeout=0.5)  # taking turns, the second cannot get inside now
+        first_left.set()
+
+    def second():
+        with torch_init_skipped():
+            second_inside.set()
+            first_left.wait(timeout=0.5)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert torch.nn.init.uniform_ is original
+
+
+def test_open_checkpoint_files_are_mapped_and_legacy_ones_read(tmp_path):
+    tensors = {"weight": torch.arange(300_000, dtype=torch.float32)}
+    torch.save(tensors, tmp_path / "zip.pt")
+    torch.save(tensors, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    original = torch.load
+    with checkpoint_files_mapped():
+        with open(tmp_path / "zip.pt", "rb") as handle:
+            mapped = torch.load(handle, map_location="cpu")
+        maps = Path("/proc/self/maps").read_text()
+        with open(tmp_path / "legacy.pt", "rb") as handle:
+            legacy = torch.load(handle, map_location="cpu")
+    assert str(tmp_path / "zip.pt") in maps
+    assert torch.equal(mapped["weight"], tensors["weight"]) and torch.equal(legacy["weight"], tensors["weight"])
+    assert torch.load is original
 
 
 PROMPTS = ["白色摄影棚里的运动鞋", "一杯咖啡放在大理石台面上，金色装饰，柔和的晨光", "口红"]
