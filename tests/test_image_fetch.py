@@ -172,6 +172,81 @@ def test_transparent_image_reduced_then_composited_equals_composited_then_reduce
     assert np.abs(got - expected).max() <= 2 and np.abs(got - expected).mean() < 0.3 and (got[:, :133] == 255).all()
 
 
+def _png(kind: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    from conftest import encode, photo
+
+    rgb = photo((301, 207), seed=5)
+    if kind == "rgba":
+        rgba = rgb.convert("RGBA")
+        rgba.putalpha(Image.fromarray(np.random.default_rng(5).integers(0, 256, (207, 301), dtype=np.uint8), "L"))
+        return encode(rgba, "PNG")
+    if kind == "rgb16":  # Pillow cannot write 16-bit RGB: the chunks by hand
+        import struct
+        import zlib
+
+        array = np.asarray(rgb, dtype=">u2") * 257 + np.arange(301, dtype=">u2")[None, :, None]
+
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+        rows = b"".join(b"\x00" + row.tobytes() for row in array)
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 301, 207, 16, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    if kind == "rgb-trns":
+        buffer = io.BytesIO()
+        rgb.save(buffer, "PNG", transparency=tuple(int(v) for v in np.asarray(rgb)[0, 0]))
+        return buffer.getvalue()
+    if kind == "palette":
+        return encode(rgb.convert("P"), "PNG")
+    if kind == "exif":
+        buffer = io.BytesIO()
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        rgb.save(buffer, "PNG", exif=exif)
+        return buffer.getvalue()
+    data = encode(rgb, "PNG")
+    return data[: len(data) // 2] if kind == "truncated" else data
+
+
+@pytest.mark.parametrize("kind, fast", [("rgb", True), ("rgba", True), ("rgb16", False), ("rgb-trns", False),
+                                        ("palette", False), ("exif", False), ("truncated", False)])
+def test_pngs_libspng_decodes_are_pixel_for_pixel_pillows(kind, fast, monkeypatch):
+    """The libspng path decodes plain 8-bit RGB and RGBA; what it would read differently, and
+    what it cannot read, Pillow decodes (and words the error)."""
+    import image_fetch
+
+    load = pytest.importorskip("pyspng").load
+    calls, decoded_by_libspng = [], []
+
+    def counted(data: bytes) -> np.ndarray:
+        calls.append(1)
+        pixels = load(data)
+        decoded_by_libspng.append(1)
+        return pixels
+
+    monkeypatch.setattr(image_fetch.pyspng, "load", counted)
+    data = _png(kind)
+
+    def decoded() -> np.ndarray | str:
+        try:
+            return np.asarray(decode_image(data, draft_size=100))
+        except ImageError as exc:
+            return str(exc)
+
+    fast_result = decoded()
+    monkeypatch.setattr(image_fetch, "pyspng", None)
+    pillow_result = decoded()
+    assert bool(decoded_by_libspng) == fast and len(calls) <= 1
+    if isinstance(pillow_result, str):
+        assert fast_result == pillow_result and kind == "truncated"
+    else:
+        assert isinstance(fast_result, np.ndarray) and np.array_equal(fast_result, pillow_result)
+
+
 @pytest.mark.parametrize("workers, ahead, window", [(1, 0, 8), (4, 0, 32), (2, 64, 64)])
 def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, config, workers, ahead, window):
     """Rows come back in input order with failures in place, and the input is read at most
