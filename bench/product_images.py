@@ -8,6 +8,8 @@ cut-outs, as the generation service's inputs and outputs are.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -75,25 +77,50 @@ def prompt_for(index: int) -> str:
 
 
 class SlowImageServer:
-    """Serves a folder over HTTP on 127.0.0.1, each response delayed by `latency` seconds."""
+    """Serves a folder over HTTP/1.1 on 127.0.0.1 from a child process, each response delayed
+    by `latency` seconds.
+
+    A child process, as a real image host is: a server thread inside the benchmark would
+    share main.py's interpreter lock and bill its request handling to the code under test.
+    HTTP/1.1 keeps connections open, as CDNs do, for clients that reuse them.
+    """
 
     def __init__(self, folder: Path, latency: float):
-        class Handler(SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=str(folder), **kwargs)
-
-            def do_GET(self):
-                time.sleep(latency)
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.product_images", str(folder), str(latency)],
+            cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = (self.process.stdout.readline() if self.process.stdout else "").strip()
+        if not self.url.startswith("http://"):
+            self.close()
+            raise RuntimeError(f"the image server did not start (exit code {self.process.returncode})")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.process.terminate()
+        self.process.communicate()  # closes the pipes and reaps the child
+
+
+def serve(folder: Path, latency: float) -> None:
+    """Serve `folder` until stdin closes (the benchmark ended, however it ended); the first
+    line on stdout is the server's URL."""
+    class Handler(SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            time.sleep(latency)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), float(sys.argv[2]))
