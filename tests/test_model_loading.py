@@ -3,7 +3,6 @@
 import contextlib
 import io
 import threading
-
 from pathlib import Path
 
 import pytest
