@@ -129,6 +129,18 @@ def prepare_rows(
             yield pending.popleft().result()
 
 
+def warm_up_when_needed(items: Iterable[PreparedRow], warm_ups: Sequence[Callable[[], object]]) -> Iterator[PreparedRow]:
+    """Pass `items` through, calling `warm_ups[slot]` once when the first row that needs the
+    slot-th stage's model goes by (an ok row whose features for it are not cached): the model
+    then loads while the rest of the first batch is fetched, and a fully cached run loads none."""
+    waiting = dict(enumerate(warm_ups))
+    for item in items:
+        if waiting and item.ok:
+            for slot in [slot for slot in waiting if item.cached[slot] is None]:
+                waiting.pop(slot)()
+        yield item
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of at most `size` items."""
     if size < 1:

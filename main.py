@@ -64,7 +64,7 @@ from decisions import (
 from evaluate_clipscore import ClipScorer, clip_output_columns
 from evaluate_is import InceptionScorer, write_is_outputs
 from image_fetch import FetchConfig
-from image_pipeline import batched, prepare_rows
+from image_pipeline import batched, prepare_rows, warm_up_when_needed
 from merge_scores import check_weights, merge_score_files
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
 from model_lanes import ModelLanes
@@ -97,6 +97,8 @@ def score_both(
                             ahead=2 * runtime.batch_size)
     with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer, \
             ModelLanes(device) as lanes:
+        prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, 0, clip.model.get),
+                                                  partial(lanes.warm_up, 1, inception.model.get)])
         with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
             for batch in batched(prepared, runtime.batch_size):
                 results, _ = lanes.run(partial(clip.score_batch, batch, prompt_col, slot=0),

@@ -31,10 +31,13 @@ class LazyModel:
     def __init__(self, load: Callable[[], torch.nn.Module]):
         self._load = load
         self._model: torch.nn.Module | None = None
+        self._lock = threading.Lock()  # a model warming up in one thread and needed in another loads once
 
     def get(self) -> torch.nn.Module:
         if self._model is None:
-            self._model = self._load()
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
         return self._model
 
 

@@ -274,3 +274,20 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
         assert item.inputs[0].shape == (3, 32, 32) if item.ok else "no such file" in item.error
         assert len(read) <= min(120, yielded + window)
     assert yielded == 120
+
+
+def test_each_model_warms_up_once_at_the_first_row_that_needs_it():
+    """A model starts loading when the first row needing it goes by, not before, once; rows
+    that failed or whose features are all cached need none."""
+    from image_pipeline import PreparedRow, warm_up_when_needed
+
+    done = torch.zeros(1)
+    rows = [PreparedRow({"id": "bad"}, error="no such file"), PreparedRow({"id": "cached"}, "d0", [None, None], [done, done]),
+            PreparedRow({"id": "new-for-is"}, "d1", [None, done], [done, None]),
+            PreparedRow({"id": "new"}, "d2", [done, done], [None, None])]
+    started: list[int] = []
+    passed = warm_up_when_needed(iter(rows), [lambda: started.append(0), lambda: started.append(1)])
+    seen = [(next(passed).row["id"], list(started)) for _ in rows]
+    assert seen == [("bad", []), ("cached", []), ("new-for-is", [1]), ("new", [1, 0])]
+    assert list(passed) == []
+    assert list(warm_up_when_needed(iter(rows[:2]), [pytest.fail, pytest.fail])) == rows[:2]

@@ -58,3 +58,28 @@ def test_an_error_in_a_lane_is_raised_to_the_caller(three_threads):
             lanes.run(lambda: 1, fails)
         with pytest.raises(ValueError, match="3 calls for 2 lanes"):
             lanes.run(int, int, int)
+
+
+@pytest.mark.parametrize("device, count, thread", [("cpu", 2, "model-lane-1_0"), ("cpu", 1, "model-warm-up_0")])
+def test_warm_up_starts_at_once_and_runs_before_the_lanes_next_call(three_threads, device, count, thread):
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def load():
+        started.set()
+        release.wait(10)
+        order.append(("warm-up", threading.current_thread().name))
+
+    with ModelLanes(torch.device(device), count) as lanes:
+        lanes.warm_up(1, load)
+        assert started.wait(10)  # running while the caller goes on (fetching the first batch)
+        release.set()
+        if count == 2:  # in the same lane, so after it
+            lanes.run(int, lambda: order.append(("call", threading.current_thread().name)))
+    assert order[0] == ("warm-up", thread)
+    assert order[1:] == ([("call", thread)] if count == 2 else [])
+
+
+def test_a_failed_warm_up_is_not_raised_by_the_lanes():
+    with ModelLanes(torch.device("cpu"), 1) as lanes:
+        lanes.warm_up(0, lambda: 1 / 0)
+        assert lanes.run(lambda: "scored") == ["scored"]

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,26 @@ def test_text_encoding_without_trailing_padding_is_unchanged(clip_dir):
     with torch.inference_mode():
         full = scorer.model.get().encode_text(texts)
     assert torch.allclose(scorer._encode_new_texts(PROMPTS), full, atol=1e-5)
+
+
+def test_a_lazy_model_needed_from_two_threads_at_once_loads_once():
+    from model_loading import LazyModel
+
+    both_asking = threading.Barrier(2, timeout=10)
+    loads = []
+
+    def load():
+        loads.append(threading.current_thread().name)
+        time.sleep(0.2)  # the other thread asks while this one loads
+        return torch.nn.Linear(1, 1)
+
+    lazy = LazyModel(load)
+    models = []
+
+    def ask():
+        both_asking.wait()
+        models.append(lazy.get())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    [t.start() for t in threads], [t.join() for t in threads]
+    assert len(loads) == 1 and models[0] is models[1]

@@ -162,3 +162,27 @@ def test_kill_9_mid_run_then_rerun_resumes_from_the_cache(tmp_path, clip_dir, in
     for a, b in zip(resumed, fresh):
         for key in (col.CLIP_SCORE, col.KL, col.TOTAL_SCORE):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5)
+
+
+def test_main_rerun_from_the_cache_loads_neither_model(tmp_path, clip_dir, inception_weights, image_files, monkeypatch):
+    """main.py --input warms its models up early, but only for images that need them."""
+    import evaluate_is as evaluate_is_module
+    from main import score_both
+    from prompt_cleaning import CleaningOptions
+
+    path = _csv(tmp_path, image_files)
+
+    def run(tag):
+        score_both(path, tmp_path / f"{tag}_clip.csv", tmp_path / f"{tag}_is.csv", id_col="id", prompt_col="prompt",
+                   image_col="image_url", model_name="RN50", model_dir=clip_dir, weights=inception_weights, splits=1,
+                   cleaning=CleaningOptions(), runtime=cpu_fp32(batch_size=2, fetch=FetchConfig(cache_dir=tmp_path / "cache")))
+
+    run("first")
+    loaded = []  # a list, not pytest.fail: a warm-up thread drops its errors
+    for module, loader in ((evaluate_clipscore_module, "load_chinese_clip"), (evaluate_is_module, "load_inception")):
+        monkeypatch.setattr(module, loader, lambda *a, name=loader, **k: loaded.append(name))
+    monkeypatch.setattr(image_pipeline, "decode_image", lambda *a, **k: pytest.fail("decoded a cached image"))
+    run("second")
+    assert loaded == []
+    assert read_csv(tmp_path / "first_clip.csv") == read_csv(tmp_path / "second_clip.csv")
+    assert read_csv(tmp_path / "first_is.csv") == read_csv(tmp_path / "second_is.csv")
