@@ -90,7 +90,7 @@ class ClipScorer:
         self.dtype = dtype
         self.cache = cache if model_key else None
         self.model_key = f"{model_key}|{dtype}|{PREPROCESSING_VERSION}"
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self.text_embeddings: dict[str, torch.Tensor] = {}  # prompt -> embedding, filled by encode_texts
         self.computed = self.reused = 0  # image embeddings computed now / read from the score cache
 
     @classmethod
@@ -114,19 +114,19 @@ class ClipScorer:
 
     def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings (N, D) on the CPU; each distinct prompt is encoded once, ever, per model."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.text_embeddings]
         keys = {p: hashlib.sha256(p.encode("utf-8")).hexdigest() for p in missing}
         for prompt in missing:
             found = self.cache.get("clip_text", self.model_key, keys[prompt]) if self.cache else None
             if found is not None:
-                self._text_cache[prompt] = found
-        new = [p for p in missing if p not in self._text_cache]
+                self.text_embeddings[prompt] = found
+        new = [p for p in missing if p not in self.text_embeddings]
         if new:
             for prompt, emb in zip(new, self._encode_new_texts(new)):
-                self._text_cache[prompt] = emb
+                self.text_embeddings[prompt] = emb
             if self.cache:
-                self.cache.put_many("clip_text", self.model_key, [(keys[p], self._text_cache[p]) for p in new])
-        return torch.stack([self._text_cache[p] for p in prompts])
+                self.cache.put_many("clip_text", self.model_key, [(keys[p], self.text_embeddings[p]) for p in new])
+        return torch.stack([self.text_embeddings[p] for p in prompts])
 
     @torch.inference_mode()
     def _encode_new_texts(self, prompts: list[str]) -> torch.Tensor:

@@ -109,7 +109,7 @@ class ModelOnly:
     def rate(self, batch_size: int, schedule: str) -> float:
         """Images/s of one pass over all images, the models side by side in lanes (as main.py
         runs them) or one after the other with all threads (`schedule` "lanes" or "sequential")."""
-        self.clip._text_cache.clear()  # encode the prompts anew each time, as a cold run of main.py does
+        self.clip.text_embeddings.clear()  # encode the prompts anew each time, as a cold run of main.py does
         start = time.perf_counter()
         with ModelLanes(self.device, count=2 if schedule == "lanes" else 1) as lanes:
             for indices in batched(list(range(len(self.clip_pixels))), batch_size):
