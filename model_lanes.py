@@ -28,7 +28,6 @@ class ModelLanes:
         self._total = torch.get_num_threads()
         self.threads: list[int] = []
         self._lanes: list[ThreadPoolExecutor] = []
-        self._spare: ThreadPoolExecutor | None = None  # warm-ups when there are no lanes
         if device.type == "cpu" and 1 < count <= self._total:
             # The first lane gets the odd thread: main.py puts CLIP, the heavier model, there.
             self.threads = [self._total // count + (1 if lane < self._total % count else 0) for lane in range(count)]
@@ -46,20 +45,16 @@ class ModelLanes:
         return [future.result() for future in futures]
 
     def warm_up(self, lane: int, call: Callable[[], Any]) -> None:
-        """Start `call` (loading lane `lane`'s model, say) now, without waiting for it, so that it
-        overlaps the fetching of the first batch; the lane's later calls run after it. Without
-        lanes it runs in a spare thread, so what it prepares must be safe to need from two
-        threads (LazyModel is). Its result and errors are dropped: a model that failed to load
-        fails again, with its message, where it is used."""
+        """Start `call` (loading lane `lane`'s model, say) in that lane now, without waiting for
+        it, so that it overlaps the fetching of the first batch; the lane's later calls run
+        after it. Its result and errors are dropped: a model that failed to load fails again,
+        with its message, where it is used. Without lanes this does nothing and the model
+        loads where it is first used: a thread of its own would keep its own malloc arena
+        (640 MiB more at peak when tried)."""
         if self._lanes:
             self._lanes[lane].submit(call)
-        else:
-            self._spare = self._spare or ThreadPoolExecutor(1, thread_name_prefix="model-warm-up")
-            self._spare.submit(call)
 
     def close(self) -> None:
-        if self._spare:
-            self._spare.shutdown(wait=True, cancel_futures=True)
         for lane in self._lanes:
             lane.shutdown(wait=True, cancel_futures=True)
         if self._lanes:
