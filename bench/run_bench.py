@@ -243,7 +243,7 @@ def report(figures: dict[str, object]) -> str:
                               ("d_sequential", "(d) one after the other, all threads each", "{:.2f}")):
         each = ", ".join(shown.format(value) for value in runs[key])
         lines.append(f"| {label} | {shown.format(fastest[key])} | {shown.format(median[key])} | {each} |")
-    for name, label, shown in (("b_over_a", "(b)/(a)", "{:.2f}x"), ("b_over_d", "(b)/(d)", "{:.0%}"),
+    for name, label, shown in (("b_over_a", "(b)/(a)", "{:.2f}x"), ("b_over_d", "(b)/(d)", "{:.1%}"),
                                ("c_over_b", "(c)/(b)", "{:.1f}x")):
         each = ", ".join(shown.format(value) for value in figures["ratios_each_round"][name])
         lines.append(f"| {label} | {shown.format(figures[name])} | {shown.format(figures['ratios_median_round'][name])} "
