@@ -12,6 +12,7 @@ import torch
 from model_loading import (
     INCEPTION_FP32_STEM_END,
     Fp32StemInception,
+    LazyModel,
     checkpoint_files_mapped,
     cpu_supports_bf16,
     fold_batch_norms,
@@ -183,8 +184,6 @@ def test_text_encoding_without_trailing_padding_is_unchanged(clip_dir):
 
 
 def test_a_lazy_model_needed_from_two_threads_at_once_loads_once():
-    from model_loading import LazyModel
-
     both_asking = threading.Barrier(2, timeout=10)
     loads = []
 
@@ -201,5 +200,8 @@ def test_a_lazy_model_needed_from_two_threads_at_once_loads_once():
         models.append(lazy.get())
 
     threads = [threading.Thread(target=ask) for _ in range(2)]
-    [t.start() for t in threads], [t.join() for t in threads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert len(loads) == 1 and models[0] is models[1]
