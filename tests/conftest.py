@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import sys
 import threading
 import time
@@ -27,6 +28,17 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_EVAL_CACHE", str(tmp_path / "image-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Put the root logger back after each test: a script's main() points it at the stderr of
+    the moment, which under pytest is a capture that is closed when the test ends."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

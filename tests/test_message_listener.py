@@ -100,6 +100,8 @@ def test_many_messages_every_row_once_and_readable_by_the_evaluators(broker, tmp
     first = next(r for r in rows if r[col.ID] == "r-0_1")
     assert first[col.PROMPT] == "=芋泥 薰衣草 0\n第二行, \"引号\"" and first[col.CATEGORY] == "蛋糕"
     assert first[col.PRODUCT_IMAGE_URL] == "https://p/0.png" and first[col.TIMESTAMP] == "1764115200"
+    # The listener has closed its connection; the broker may take a moment to see it go.
+    assert broker.wait_until(lambda: broker.stats(TOPIC, CHANNEL)["clients"] == 0, timeout=5)
     assert broker.stats(TOPIC, CHANNEL) | {"delivered": 0} == {"depth": 0, "in_flight": 0, "deferred": 0, "delivered": 0,
                                                               "finished": 1500, "requeued": 0, "timed_out": 0, "clients": 0}
     print(f"\n1500 messages -> 2250 rows in {elapsed:.2f} s ({1500 / max(elapsed, 1e-3):.0f} messages/s)")
