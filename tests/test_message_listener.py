@@ -88,6 +88,13 @@ def cli(broker: NsqBroker, output: Path, *extra: str) -> list[str]:
             "--output", str(output), "--reconnect-delay", "0.2", *extra]
 
 
+def settled_stats(broker: NsqBroker) -> dict[str, int]:
+    """The channel's counters once the broker has seen every listener's connection close: it
+    reads a connection's frames in order, so by then it has counted all of their FINs."""
+    assert broker.wait_until(lambda: broker.stats(TOPIC, CHANNEL)["clients"] == 0), "a listener is still connected"
+    return broker.stats(TOPIC, CHANNEL)
+
+
 def test_many_messages_every_row_once_and_readable_by_the_evaluators(broker, tmp_path):
     broker.publish(TOPIC, [body(i) for i in range(1500)])
     out = tmp_path / "output.csv"
@@ -100,9 +107,7 @@ def test_many_messages_every_row_once_and_readable_by_the_evaluators(broker, tmp
     first = next(r for r in rows if r[col.ID] == "r-0_1")
     assert first[col.PROMPT] == "=芋泥 薰衣草 0\n第二行, \"引号\"" and first[col.CATEGORY] == "蛋糕"
     assert first[col.PRODUCT_IMAGE_URL] == "https://p/0.png" and first[col.TIMESTAMP] == "1764115200"
-    # The listener has closed its connection; the broker may take a moment to see it go.
-    assert broker.wait_until(lambda: broker.stats(TOPIC, CHANNEL)["clients"] == 0, timeout=5)
-    assert broker.stats(TOPIC, CHANNEL) | {"delivered": 0} == {"depth": 0, "in_flight": 0, "deferred": 0, "delivered": 0,
+    assert settled_stats(broker) | {"delivered": 0} == {"depth": 0, "in_flight": 0, "deferred": 0, "delivered": 0,
                                                               "finished": 1500, "requeued": 0, "timed_out": 0, "clients": 0}
     print(f"\n1500 messages -> 2250 rows in {elapsed:.2f} s ({1500 / max(elapsed, 1e-3):.0f} messages/s)")
 
@@ -119,7 +124,7 @@ def test_malformed_messages_go_to_the_dead_letter_file_once(broker, tmp_path):
     assert [letter["reason"].split(" (")[0] for letter in letters[:4]] == [
         "body is not JSON", "body is JSON but not an object", "missing request id 'request_id'", "no image URL: neither 'image_urls' nor 'image_url' is set"]
     assert all(len(letter["nsq_message_id"]) == 16 and letter["attempts"] == 1 for letter in letters)
-    assert broker.stats(TOPIC, CHANNEL)["finished"] == 7
+    assert settled_stats(broker)["finished"] == 7
 
 
 def test_lost_fins_and_restart_dedupe_and_torn_tail_repair(broker, tmp_path):
@@ -136,7 +141,7 @@ def test_lost_fins_and_restart_dedupe_and_torn_tail_repair(broker, tmp_path):
     assert stats.duplicates == 5 and stats.written == 20
     assert_exactly_once(out, range(60))
     assert (tmp_path / "output.csv.torn").read_bytes() == 'r-99_0,"半'.encode()
-    assert broker.stats(TOPIC, CHANNEL)["in_flight"] == 0
+    assert settled_stats(broker)["in_flight"] == 0
 
 
 def test_max_messages_and_lookupd(broker, tmp_path):
@@ -205,7 +210,7 @@ def test_sigterm_with_messages_in_flight_writes_them_then_exits_0(broker, tmp_pa
             proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == EXIT_STOPPED and "SIGTERM received" in err
-    stats = broker.stats(TOPIC, CHANNEL)
+    stats = settled_stats(broker)
     assert stats["in_flight"] == 0 and stats["timed_out"] == 0 and stats["requeued"] == 0
     written = {r[col.NSQ_MESSAGE_ID] for r in output_rows(out)}
     assert 0 < len(written) == stats["finished"] < 3000
@@ -255,7 +260,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(broker, tmp_path
     final = subprocess.run(cli(broker, out, "--idle-timeout", "1.5", "-q"), capture_output=True, text=True, timeout=60)
     assert final.returncode == EXIT_STOPPED, final.stderr
     rows = assert_exactly_once(out, range(total))
-    stats = broker.stats(TOPIC, CHANNEL)
+    stats = settled_stats(broker)
     assert stats["depth"] == stats["in_flight"] == 0 and not (tmp_path / "output.dead_letter.jsonl").read_bytes()
     assert stats["timed_out"] > 0  # some kills did hit messages in flight, which came back and were written once
     print(f"\n{kills} kills, {len(rows)} rows from {total} messages, {stats['delivered']} deliveries, "
