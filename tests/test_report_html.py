@@ -251,6 +251,7 @@ window.addEventListener("load", () => {
 });
 </script>"""
 WINDOW = "--window-size=1280,2000"
+BUDGETS = (5000, 20000, 60000)  # virtual ms: each longer one is tried only if the page was not ready
 
 
 def chromium() -> str:
@@ -284,13 +285,13 @@ def rendered(tmp_path_factory) -> tuple[Node, Image.Image]:
                       fetch=FetchConfig(cache_dir=None), gallery_size=3)
     probe = folder / "probe.html"
     probe.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    for budget in (5000, 20000, 60000):  # a longer virtual-time budget only when the load event had not yet run
+    for budget in BUDGETS:  # until the probe has run in the load event
         dom = parse(run_chromium(WINDOW, f"--virtual-time-budget={budget}", "--dump-dom", probe.as_uri()))
         if "data-images-loaded" in dom.find_all("body")[0].attrs:
             break
     boxes = json.loads(dom.find_all("body")[0].attrs.get("data-image-boxes", "[]"))
     shot = folder / "screenshot.png"
-    for budget in (5000, 20000, 60000):  # again, longer, only if a photo was not painted yet
+    for budget in BUDGETS:  # until every photo is painted
         run_chromium(WINDOW, f"--virtual-time-budget={budget}", f"--screenshot={shot}", report.as_uri())
         image = Image.open(shot).convert("RGB")
         if not blank_thumbnails(image, boxes):
@@ -304,7 +305,7 @@ def blank_thumbnails(screenshot: Image.Image, boxes: list[list[float]]) -> list[
     blank = []
     for x, y, w, h in boxes:
         thumbnail = screenshot.crop((round(x), round(y), round(x + w), round(y + h)))
-        if len(thumbnail.getcolors(maxcolors=round(w) * round(h))) <= 1000:
+        if len(thumbnail.getcolors(maxcolors=thumbnail.width * thumbnail.height)) <= 1000:
             blank.append((x, y))
     return blank
 
