@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -46,8 +46,17 @@ from cli_support import (
     setup_logging,
 )
 from csv_io import AtomicCsvWriter, read_rows
-from image_pipeline import PREPROCESSING_VERSION, PixelTransform, PreparedRow, batched, features_for, prepare_rows
+from image_pipeline import (
+    PREPROCESSING_VERSION,
+    PixelTransform,
+    PreparedRow,
+    batched,
+    features_for,
+    pending_inputs,
+    prepare_rows,
+)
 from metrics import clip_score
+from model_lanes import ModelLanes
 from prompt_cleaning import CleaningOptions, clean_rows
 from model_loading import (
     CLIP_DEFAULT_MODEL,
@@ -146,8 +155,26 @@ class ClipScorer:
         with autocast(self.device, self.dtype):
             return self.model.get().encode_image(pixels).float().cpu()
 
-    def score_batch(self, items: Sequence[PreparedRow], prompt_col: str, slot: int = 0) -> list[dict[str, object]]:
-        """Result fields (the CLIP_RESULT_COLUMNS) for each prepared row, in order."""
+    def submit_batch(self, items: Sequence[PreparedRow], prompt_col: str, lanes: ModelLanes,
+                     slot: int = 0) -> Callable[[], list[dict[str, object]]]:
+        """Queue this batch's model work in `lanes` (its prompts, then its images split across
+        the lanes) and return a function that waits for it and returns score_batch's results."""
+        prompts = [item.row.get(prompt_col, "").strip() for item in items if item.ok]
+        texts = lanes.submit(self.encode_texts, [p for p in prompts if p]) if any(prompts) else None
+        inputs = pending_inputs(items, slot)
+        images = lanes.split(self.encode_images, inputs) if inputs is not None else None
+
+        def finish() -> list[dict[str, object]]:
+            if texts is not None:
+                texts.result()  # encoded in a lane: score_batch finds every prompt's embedding ready
+            return self.score_batch(items, prompt_col, slot, images.result() if images is not None else None)
+
+        return finish
+
+    def score_batch(self, items: Sequence[PreparedRow], prompt_col: str, slot: int = 0,
+                    computed: torch.Tensor | None = None) -> list[dict[str, object]]:
+        """Result fields (the CLIP_RESULT_COLUMNS) for each prepared row, in order; `computed`
+        holds the embeddings of the batch's pending_inputs when they were encoded elsewhere."""
         results: list[dict[str, object]] = []
         for item in items:
             prompt = item.row.get(prompt_col, "").strip()
@@ -161,7 +188,7 @@ class ClipScorer:
                 result[col.ERROR] = f"empty prompt in column {prompt_col}"
             results.append(result)
         # Images are embedded even when their prompt is empty: the embedding is cached for later runs.
-        image_emb, new = features_for(items, slot, self.encode_images)
+        image_emb, new = features_for(items, slot, self.encode_images, computed)
         self.computed, self.reused = self.computed + len(new), self.reused + len(image_emb) - len(new)
         if self.cache:
             self.cache.put_many("clip_image", self.model_key, new)

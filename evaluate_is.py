@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +45,17 @@ from cli_support import (
     setup_logging,
 )
 from csv_io import read_rows, write_bytes_atomic, write_rows, write_text_atomic
-from image_pipeline import PREPROCESSING_VERSION, PixelTransform, PreparedRow, batched, features_for, prepare_rows
+from image_pipeline import (
+    PREPROCESSING_VERSION,
+    PixelTransform,
+    PreparedRow,
+    batched,
+    features_for,
+    pending_inputs,
+    prepare_rows,
+)
 from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, inception_score_interval, per_image_kl
+from model_lanes import ModelLanes
 from model_loading import (
     Fp32StemInception,
     LazyModel,
@@ -129,9 +138,17 @@ class InceptionScorer:
         with autocast(self.device, self.dtype):
             return self.model.get()(pixels).float().cpu()
 
-    def add_batch(self, items: Sequence[PreparedRow], slot: int = 0) -> None:
-        """Classify the rows that have an image; remember every row's outcome."""
-        logits, new = features_for(items, slot, self.classify)
+    def submit_batch(self, items: Sequence[PreparedRow], lanes: ModelLanes, slot: int = 0) -> Callable[[], None]:
+        """Queue this batch's images in `lanes`, split across them, and return a function that
+        waits for them and adds the batch (add_batch)."""
+        inputs = pending_inputs(items, slot)
+        logits = lanes.split(self.classify, inputs) if inputs is not None else None
+        return lambda: self.add_batch(items, slot, logits.result() if logits is not None else None)
+
+    def add_batch(self, items: Sequence[PreparedRow], slot: int = 0, computed: torch.Tensor | None = None) -> None:
+        """Classify the rows that have an image (or take `computed`, the logits of the batch's
+        pending_inputs, when they were computed elsewhere); remember every row's outcome."""
+        logits, new = features_for(items, slot, self.classify, computed)
         self.computed, self.reused = self.computed + len(new), self.reused + len(logits) - len(new)
         if self.cache:
             self.cache.put_many("inception_logits", self.model_key, new)

@@ -155,17 +155,29 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def pending_inputs(items: Sequence[PreparedRow], slot: int) -> torch.Tensor | None:
+    """The stacked inputs of the `slot`-th stage for the ok items it has no cached features
+    for, in order; None when there are none."""
+    todo = [item.inputs[slot] for item in items if item.ok and item.cached[slot] is None]
+    return torch.stack(todo) if todo else None
+
+
 def features_for(
-    items: Sequence[PreparedRow], slot: int, compute: Callable[[torch.Tensor], torch.Tensor]
+    items: Sequence[PreparedRow], slot: int, compute: Callable[[torch.Tensor], torch.Tensor],
+    computed: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], list[tuple[str, torch.Tensor]]]:
     """Features of the `slot`-th stage for each ok item, in order: cached ones as they are, the
-    others from one `compute` call on their stacked inputs. Also returns the new
+    others from one `compute` call on their pending_inputs, or from `computed` when that is
+    already known (computed elsewhere, as ModelLanes does). Also returns the new
     (digest, features) pairs for the cache."""
-    ok = [item for item in items if item.ok]
-    todo = [item for item in ok if item.cached[slot] is None]
-    fresh = iter(compute(torch.stack([item.inputs[slot] for item in todo])) if todo else [])
+    if computed is None:
+        inputs = pending_inputs(items, slot)
+        computed = compute(inputs) if inputs is not None else None
+    fresh = iter(computed if computed is not None else [])
     features, new = [], []
-    for item in ok:
+    for item in items:
+        if not item.ok:
+            continue
         if item.cached[slot] is not None:
             features.append(item.cached[slot])
         else:

@@ -27,9 +27,10 @@ is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -64,7 +65,7 @@ from decisions import (
 from evaluate_clipscore import ClipScorer, clip_output_columns
 from evaluate_is import InceptionScorer, write_is_outputs
 from image_fetch import FetchConfig
-from image_pipeline import batched, prepare_rows, warm_up_when_needed
+from image_pipeline import PreparedRow, batched, prepare_rows, warm_up_when_needed
 from merge_scores import check_weights, merge_score_files
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
 from model_lanes import ModelLanes
@@ -83,8 +84,8 @@ def score_both(
     runtime: RuntimeOptions,
 ) -> None:
     """Score `input_path` with both models in one pass (each image fetched and decoded once,
-    the two models side by side in ModelLanes) and write result_clip.csv, result_is.csv and
-    result_is.json."""
+    both models' work shared out to ModelLanes, a batch queued before the one before it is
+    collected) and write result_clip.csv, result_is.csv and result_is.json."""
     if splits < 1:
         raise ValueError(f"--splits must be at least 1, got {splits}")
     header, rows = read_rows(input_path, [id_col, prompt_col, image_col])
@@ -97,15 +98,24 @@ def score_both(
                             ahead=2 * runtime.batch_size)
     with AtomicCsvWriter(clip_output, clip_output_columns(header, id_col, prompt_col, image_col)) as writer, \
             ModelLanes(device) as lanes:
-        prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, 0, clip.model.get),
-                                                  partial(lanes.warm_up, 1, inception.model.get)])
+        prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, clip.model.get),
+                                                  partial(lanes.warm_up, inception.model.get)])
         with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
-            for batch in batched(prepared, runtime.batch_size):
-                results, _ = lanes.run(partial(clip.score_batch, batch, prompt_col, slot=0),
-                                       partial(inception.add_batch, batch, slot=1))
+            def collect(batch: list[PreparedRow], clip_done: Callable[[], list[dict]], is_done: Callable[[], None]) -> None:
+                results = clip_done()
+                is_done()
                 for item, result in zip(batch, results):
                     writer.write({**item.row, **result})
                 progress.update(len(batch))
+
+            in_flight: deque[tuple] = deque()  # the lanes work on one batch while the next is queued
+            for batch in batched(prepared, runtime.batch_size):
+                in_flight.append((batch, clip.submit_batch(batch, prompt_col, lanes, slot=0),
+                                  inception.submit_batch(batch, lanes, slot=1)))
+                if len(in_flight) > 1:
+                    collect(*in_flight.popleft())
+            while in_flight:
+                collect(*in_flight.popleft())
         writer.commit()
     log.info("wrote %s: image embeddings: %d from the cache, %d computed", clip_output, clip.reused, clip.computed)
     write_is_outputs(inception, header, is_output, splits, (id_col, prompt_col, image_col), None, cleaning.category_col)

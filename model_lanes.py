@@ -1,70 +1,129 @@
-"""Running the two models side by side, each in a lane (a thread) with its share of the CPU threads.
+"""Sharing the models' work out to lanes: threads with their share of the CPU threads, fed from one queue.
 
-With both models on all cores, one after the other, every operator ends at a barrier where
-the model's threads wait for each other; when a fetch or decode worker takes a core, the
-other model thread spins at that barrier. In lanes, each model runs single-threaded on 2
-cores (on N cores with about N/2 threads), nothing waits inside a batch, and the time the
-faster lane leaves idle at the end of a batch goes to the workers. On the benchmark's
-2-core machine, scoring 300 images in four alternating pairs took 18% less CPU time per image
-this way and ran 9% faster; the models alone ran -2% to +11% faster (see README, Speed).
+Each model's batch is split into one slice per lane, and every lane takes the next task in
+the queue, whichever model it is for: both cores always work on something, however unequal
+the two models are, and as each lane runs its slices single-threaded on 2 cores (about N/2
+threads each on N), no operator ends at a barrier where one core spins while a fetch or
+decode worker holds the other. Tasks are queued a batch ahead (main.py submits a batch
+before it collects the one before), so no lane waits at the end of a batch either.
+
+On the 2-core benchmark machine without native bf16 (fp32 models), the models alone ran at
+5.0-5.4 images/s this way, against 4.0-4.4 one after the other with all threads each, and
+3.3-3.5 with one model per lane (CLIP, the heavier model, left the other lane idle two
+thirds of the time); see README, Speed.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Protocol, TypeVar
 
 import torch
 
+T = TypeVar("T")
+
+
+class Pending(Protocol[T]):
+    """Work in a lane: `result()` waits for it and returns its value or raises its error."""
+
+    def result(self) -> T: ...
+
 
 class ModelLanes:
-    """`run(call_a, call_b)` runs each call in its own lane and returns their results in order.
+    """`submit(call, ...)` runs a call in the next free lane; `split(call, batch)` runs it on
+    one slice of the batch per lane and joins the results.
 
-    With `count` 1, on a CPU with fewer threads than lanes, or on a GPU, the calls run one
-    after the other in the caller's thread, each with all threads.
+    With `count` 1, on a CPU with fewer threads than lanes, or on a GPU, the calls run at once
+    in the caller's thread, with all threads.
     """
 
     def __init__(self, device: torch.device, count: int = 2):
         self._total = torch.get_num_threads()
         self.threads: list[int] = []
-        self._lanes: list[ThreadPoolExecutor] = []
+        self._tasks: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._lanes: list[threading.Thread] = []
         if device.type == "cpu" and 1 < count <= self._total:
-            # The first lane gets the odd thread: main.py puts CLIP, the heavier model, there.
             self.threads = [self._total // count + (1 if lane < self._total % count else 0) for lane in range(count)]
-            self._lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"model-lane-{lane}") for lane in range(count)]
-            for lane, threads in zip(self._lanes, self.threads):
-                lane.submit(_use_threads, threads).result()
+            ready = threading.Barrier(count + 1)
+            self._lanes = [threading.Thread(target=self._serve, args=(threads, ready), name=f"model-lane-{lane}",
+                                            daemon=True) for lane, threads in enumerate(self.threads)]
+            for lane in self._lanes:
+                lane.start()
+            ready.wait()  # every lane has set its thread count before anyone else sets one
 
-    def run(self, *calls: Callable[[], Any]) -> list[Any]:
-        """Each call's result, in order; the first exception raised by a call is raised here."""
-        if not self._lanes:
-            return [call() for call in calls]
-        if len(calls) > len(self._lanes):
-            raise ValueError(f"{len(calls)} calls for {len(self._lanes)} lanes")
-        futures = [lane.submit(call) for lane, call in zip(self._lanes, calls)]
-        return [future.result() for future in futures]
+    def _serve(self, threads: int, ready: threading.Barrier) -> None:
+        _use_threads(threads)
+        ready.wait()
+        while (task := self._tasks.get()) is not None:
+            future, call, args = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call(*args))
+                except BaseException as exc:  # KeyboardInterrupt too: the caller raises it from result()
+                    future.set_exception(exc)
 
-    def warm_up(self, lane: int, call: Callable[[], Any]) -> None:
-        """Start `call` (loading lane `lane`'s model, say) in that lane now, without waiting for
-        it, so that it overlaps the fetching of the first batch; the lane's later calls run
-        after it. Its result and errors are dropped: a model that failed to load fails again,
-        with its message, where it is used. Without lanes this does nothing and the model
-        loads where it is first used: a thread of its own would keep its own malloc arena
-        (640 MiB more at peak when tried)."""
+    def submit(self, call: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue `call(*args)` for the next free lane; without lanes, run it now."""
+        future: Future[T] = Future()
         if self._lanes:
-            self._lanes[lane].submit(call)
+            self._tasks.put((future, call, args))
+        else:
+            try:
+                future.set_result(call(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+        return future
+
+    def split(self, call: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> Pending[torch.Tensor]:
+        """`call` on one slice of `batch` (along its first dimension) per lane, all queued now;
+        the pending result is their outputs concatenated, as `call(batch)` would return."""
+        parts = [part for part in torch.tensor_split(batch, max(1, len(self._lanes))) if len(part)]
+        return _Joined([self.submit(call, part) for part in parts])
+
+    def warm_up(self, call: Callable[[], Any]) -> None:
+        """Start `call` (loading a model, say) in a lane now, without waiting for it, so that it
+        overlaps the fetching of the first batch. Its result and errors are dropped: a model that
+        failed to load fails again, with its message, where it is used. Without lanes this does
+        nothing and the model loads where it is first used: a thread of its own would keep its
+        own malloc arena (640 MiB more at peak when tried)."""
+        if self._lanes:
+            self.submit(call)
 
     def close(self) -> None:
+        """Cancel what has not started, wait for what has, and give new threads the caller's count again."""
+        if not self._lanes:
+            return
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                task[0].cancel()
+        for _ in self._lanes:
+            self._tasks.put(None)
         for lane in self._lanes:
-            lane.shutdown(wait=True, cancel_futures=True)
-        if self._lanes:
-            torch.set_num_threads(self._total)  # also the default of new threads, and MKL's (process-wide)
+            lane.join()
+        self._lanes = []
+        torch.set_num_threads(self._total)  # also the default of new threads, and MKL's (process-wide)
 
     def __enter__(self) -> "ModelLanes":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Joined:
+    """The outputs of several pending slices, concatenated in order."""
+
+    def __init__(self, parts: list[Future[torch.Tensor]]):
+        self._parts = parts
+
+    def result(self) -> torch.Tensor:
+        return torch.cat([part.result() for part in self._parts])
 
 
 def _use_threads(count: int) -> None:

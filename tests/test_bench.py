@@ -24,7 +24,7 @@ def test_benchmark_runs_on_a_tiny_size():
     table = report(figures)
     assert "| fastest round | median round | each round |" in table and "| (b)/(a) |" in table
     assert "| peak memory, 2 rows |" in table
-    assert "| (d) side by side in lanes, as main.py runs them |" in table
+    assert "| (d) shared out to lanes, as main.py runs them |" in table
 
 
 def test_peak_memory_is_the_scripts_own_not_the_parents(tmp_path):

@@ -1,4 +1,5 @@
-"""Model lanes: each call in its own thread with its share of the CPU threads, results in order."""
+"""Model lanes: tasks from one queue, taken by whichever lane is free, each lane with its share of
+the CPU threads; split work comes back joined in order."""
 
 import threading
 
@@ -20,19 +21,20 @@ def _where() -> tuple[str, int]:
     return threading.current_thread().name, torch.get_num_threads()
 
 
-def test_each_call_runs_in_its_own_lane_with_its_share_of_threads(three_threads):
-    both_inside = threading.Barrier(2, timeout=10)  # passes only if the two calls run at the same time
+def test_tasks_run_at_the_same_time_in_the_lanes_with_their_share_of_threads(three_threads):
+    both_inside = threading.Barrier(2, timeout=10)  # passes only if two tasks run at the same time
 
-    def call(value):
+    def task(value):
         both_inside.wait()
         return value, _where()
 
     with ModelLanes(torch.device("cpu")) as lanes:
         assert lanes.threads == [2, 1]
         for batch in range(3):
-            first, second = lanes.run(lambda: call(("clip", batch)), lambda: call(("inception", batch)))
-            assert first == (("clip", batch), ("model-lane-0_0", 2))
-            assert second == (("inception", batch), ("model-lane-1_0", 1))
+            first, second = lanes.submit(task, ("clip", batch)), lanes.submit(task, ("inception", batch))
+            results = [first.result(), second.result()]
+            assert [value for value, _ in results] == [("clip", batch), ("inception", batch)]
+            assert sorted(where for _, where in results) == [("model-lane-0", 2), ("model-lane-1", 1)]
             assert torch.get_num_threads() == 3  # the caller's own setting is untouched
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
@@ -40,51 +42,104 @@ def test_each_call_runs_in_its_own_lane_with_its_share_of_threads(three_threads)
     assert seen == [3]  # and after closing, new threads get it again
 
 
+def test_split_runs_one_slice_per_lane_at_once_and_joins_them_in_order(three_threads):
+    both_inside = threading.Barrier(2, timeout=10)
+    lanes_seen = []
+
+    def double(rows: torch.Tensor) -> torch.Tensor:
+        both_inside.wait()
+        lanes_seen.append(threading.current_thread().name)
+        return rows * 2
+
+    batch = torch.arange(7.0).view(7, 1)
+    with ModelLanes(torch.device("cpu")) as lanes:
+        joined = lanes.split(double, batch)
+        assert torch.equal(joined.result(), batch * 2)
+    assert sorted(lanes_seen) == ["model-lane-0", "model-lane-1"]
+
+
+def test_a_free_lane_takes_the_next_task_whichever_model_it_is_for(three_threads):
+    """A long task holds one lane; every later task, queued behind it, runs in the other."""
+    release = threading.Event()
+    with ModelLanes(torch.device("cpu")) as lanes:
+        long = lanes.submit(lambda: release.wait(10) and _where()[0])
+        short = [lanes.submit(lambda: _where()[0]) for _ in range(5)]
+        others = {task.result(timeout=10) for task in short}
+        release.set()
+        assert len(others) == 1 and long.result(timeout=10) not in others
+
+
 @pytest.mark.parametrize("device, count", [("cpu", 1), ("meta", 2)])
-def test_one_lane_or_no_cpu_runs_the_calls_in_order_in_the_caller(three_threads, device, count):
+def test_one_lane_or_no_cpu_runs_the_calls_at_once_in_the_caller(three_threads, device, count):
     order = []
     with ModelLanes(torch.device(device), count) as lanes:
-        assert lanes.run(lambda: order.append("a") or _where(), lambda: order.append("b") or _where()) == [
-            (threading.current_thread().name, 3)] * 2
-    assert order == ["a", "b"]
+        first = lanes.submit(lambda: order.append("a") or _where())
+        order.append("submitted")
+        joined = lanes.split(lambda rows: rows + 1, torch.zeros(4))
+        assert first.result() == (threading.current_thread().name, 3)
+        assert torch.equal(joined.result(), torch.ones(4))
+    assert order == ["a", "submitted"]
 
 
-def test_an_error_in_a_lane_is_raised_to_the_caller(three_threads):
-    def fails():
+def test_an_error_in_a_lane_is_raised_by_its_result(three_threads):
+    def fails(_=None):
         raise KeyboardInterrupt("simulated kill mid-batch")
 
     with ModelLanes(torch.device("cpu")) as lanes:
         with pytest.raises(KeyboardInterrupt, match="simulated kill"):
-            lanes.run(lambda: 1, fails)
-        with pytest.raises(ValueError, match="3 calls for 2 lanes"):
-            lanes.run(int, int, int)
+            lanes.submit(fails).result()
+        with pytest.raises(KeyboardInterrupt, match="simulated kill"):
+            lanes.split(fails, torch.zeros(4)).result()
+        assert lanes.submit(int, "5").result() == 5  # the lanes go on
+    with ModelLanes(torch.device("cpu"), 1) as lanes:
+        with pytest.raises(ValueError):
+            lanes.submit(int, "x").result()
 
 
-def test_warm_up_starts_at_once_and_runs_before_the_lanes_next_call(three_threads):
+def test_close_cancels_what_has_not_started_and_waits_for_what_has(three_threads):
+    started, release, finished = threading.Barrier(3, timeout=10), threading.Event(), []
+
+    def hold():
+        started.wait()
+        release.wait(10)
+        finished.append(threading.current_thread().name)
+
+    lanes = ModelLanes(torch.device("cpu"))
+    running = [lanes.submit(hold), lanes.submit(hold)]
+    queued = lanes.submit(finished.append, "never")
+    started.wait()
+    threading.Timer(0.2, release.set).start()
+    lanes.close()
+    assert all(task.done() and task.exception() is None for task in running)
+    assert queued.cancelled() and "never" not in finished
+    assert torch.get_num_threads() == 3
+
+
+def test_warm_up_starts_at_once_and_later_tasks_go_on_in_the_other_lane(three_threads):
     started, release, order = threading.Event(), threading.Event(), []
 
     def load():
         started.set()
         release.wait(10)
-        order.append(("warm-up", threading.current_thread().name))
+        order.append("warm-up")
 
     with ModelLanes(torch.device("cpu")) as lanes:
-        lanes.warm_up(1, load)
+        lanes.warm_up(load)
         assert started.wait(10)  # running while the caller goes on (fetching the first batch)
+        lanes.submit(order.append, "task").result(timeout=10)
         release.set()
-        lanes.run(int, lambda: order.append(("call", threading.current_thread().name)))
-    assert order == [("warm-up", "model-lane-1_0"), ("call", "model-lane-1_0")]  # in its lane, before
+    assert order == ["task", "warm-up"]
 
 
 def test_without_lanes_warm_up_leaves_the_loading_to_first_use(three_threads):
     called = []
     with ModelLanes(torch.device("cpu"), 1) as lanes:
-        lanes.warm_up(0, lambda: called.append(threading.current_thread().name))
-        assert lanes.run(lambda: "scored") == ["scored"]
+        lanes.warm_up(lambda: called.append(threading.current_thread().name))
+        assert lanes.submit(lambda: "scored").result() == "scored"
     assert called == []  # no thread of its own, with its own malloc arena
 
 
 def test_a_failed_warm_up_is_not_raised_by_the_lanes(three_threads):
     with ModelLanes(torch.device("cpu")) as lanes:
-        lanes.warm_up(0, lambda: 1 / 0)
-        assert lanes.run(lambda: "scored", int) == ["scored", 0]
+        lanes.warm_up(lambda: 1 / 0)
+        assert [lanes.submit(lambda: "scored").result(), lanes.submit(int).result()] == ["scored", 0]
