@@ -23,6 +23,7 @@ cn_clip; prompt_truncated records it.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -54,9 +55,10 @@ from image_pipeline import (
     features_for,
     pending_inputs,
     prepare_rows,
+    warm_up_when_needed,
 )
 from metrics import clip_score
-from model_lanes import ModelLanes
+from model_lanes import ModelLanes, queued_ahead
 from prompt_cleaning import CleaningOptions, clean_rows
 from model_loading import (
     CLIP_DEFAULT_MODEL,
@@ -209,11 +211,14 @@ def clip_output_columns(header: Sequence[str], id_col: str, prompt_col: str, ima
 
 
 def score_rows_with_clip(
-    prepared: Iterable[PreparedRow], scorer: ClipScorer, prompt_col: str, batch_size: int
+    prepared: Iterable[PreparedRow], scorer: ClipScorer, prompt_col: str, batch_size: int, lanes: ModelLanes
 ) -> Iterator[dict[str, object]]:
-    """Each input row merged with its CLIP result fields, in input order."""
-    for batch in batched(prepared, batch_size):
-        for item, result in zip(batch, scorer.score_batch(batch, prompt_col)):
+    """Each input row merged with its CLIP result fields, in input order; the model work is
+    shared out to `lanes`, a batch ahead."""
+    prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, scorer.model.get)])
+    submit = partial(scorer.submit_batch, prompt_col=prompt_col, lanes=lanes)
+    for batch, results in queued_ahead(batched(prepared, batch_size), submit):
+        for item, result in zip(batch, results):
             yield {**item.row, **result}
 
 
@@ -241,9 +246,10 @@ def evaluate_clipscore(
     prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent,
                             ahead=2 * runtime.batch_size)
     errors = 0
-    with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer:
+    with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer, \
+            ModelLanes(scorer.device) as lanes:
         with tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=runtime.quiet) as progress:
-            for row in score_rows_with_clip(prepared, scorer, prompt_col, runtime.batch_size):
+            for row in score_rows_with_clip(prepared, scorer, prompt_col, runtime.batch_size, lanes):
                 errors += row[col.STATUS] == col.STATUS_ERROR
                 writer.write(row)
                 progress.update()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -53,9 +54,10 @@ from image_pipeline import (
     features_for,
     pending_inputs,
     prepare_rows,
+    warm_up_when_needed,
 )
 from metrics import DEFAULT_IS_SPLITS, IS_SHUFFLE_SEED, inception_score, inception_score_interval, per_image_kl
-from model_lanes import ModelLanes
+from model_lanes import ModelLanes, queued_ahead
 from model_loading import (
     Fp32StemInception,
     LazyModel,
@@ -270,9 +272,10 @@ def evaluate_is(
     scorer = InceptionScorer.load(weights, resolve_device(runtime.device), runtime.precision, cache)
     prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent,
                             ahead=2 * runtime.batch_size)
-    with tqdm(total=len(rows), desc="Inception", unit="img", disable=runtime.quiet) as progress:
-        for batch in batched(prepared, runtime.batch_size):
-            scorer.add_batch(batch)
+    with ModelLanes(scorer.device) as lanes, \
+            tqdm(total=len(rows), desc="Inception", unit="img", disable=runtime.quiet) as progress:
+        prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, scorer.model.get)])
+        for batch, _ in queued_ahead(batched(prepared, runtime.batch_size), partial(scorer.submit_batch, lanes=lanes)):
             progress.update(len(batch))
     out, summary = write_is_outputs(scorer, header, output_path, splits, (id_col, prompt_col, image_col), save_logits,
                                     category_col)

@@ -27,7 +27,6 @@ is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
 
 from __future__ import annotations
 
-from collections import deque
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -68,7 +67,7 @@ from image_fetch import FetchConfig
 from image_pipeline import PreparedRow, batched, prepare_rows, warm_up_when_needed
 from merge_scores import check_weights, merge_score_files
 from metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
-from model_lanes import ModelLanes
+from model_lanes import ModelLanes, queued_ahead
 from model_loading import CLIP_DEFAULT_MODEL, clip_model_names, resolve_device
 from prompt_cleaning import CleaningOptions, clean_rows
 from report_html import write_html_report
@@ -100,22 +99,22 @@ def score_both(
             ModelLanes(device) as lanes:
         prepared = warm_up_when_needed(prepared, [partial(lanes.warm_up, clip.model.get),
                                                   partial(lanes.warm_up, inception.model.get)])
-        with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
-            def collect(batch: list[PreparedRow], clip_done: Callable[[], list[dict]], is_done: Callable[[], None]) -> None:
-                results = clip_done()
+
+        def submit(batch: list[PreparedRow]) -> Callable[[], list[dict[str, object]]]:
+            clip_done = clip.submit_batch(batch, prompt_col, lanes, slot=0)
+            is_done = inception.submit_batch(batch, lanes, slot=1)
+
+            def finish() -> list[dict[str, object]]:
                 is_done()
+                return clip_done()
+
+            return finish
+
+        with tqdm(total=len(rows), desc="CLIPScore+IS", unit="img", disable=runtime.quiet) as progress:
+            for batch, results in queued_ahead(batched(prepared, runtime.batch_size), submit):
                 for item, result in zip(batch, results):
                     writer.write({**item.row, **result})
                 progress.update(len(batch))
-
-            in_flight: deque[tuple] = deque()  # the lanes work on one batch while the next is queued
-            for batch in batched(prepared, runtime.batch_size):
-                in_flight.append((batch, clip.submit_batch(batch, prompt_col, lanes, slot=0),
-                                  inception.submit_batch(batch, lanes, slot=1)))
-                if len(in_flight) > 1:
-                    collect(*in_flight.popleft())
-            while in_flight:
-                collect(*in_flight.popleft())
         writer.commit()
     log.info("wrote %s: image embeddings: %d from the cache, %d computed", clip_output, clip.reused, clip.computed)
     write_is_outputs(inception, header, is_output, splits, (id_col, prompt_col, image_col), None, cleaning.category_col)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from concurrent.futures import Future
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
 import torch
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 class Pending(Protocol[T]):
@@ -114,6 +116,22 @@ class ModelLanes:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def queued_ahead(batches: Iterable[B], submit: Callable[[B], Callable[[], T]]) -> Iterator[tuple[B, T]]:
+    """(batch, result) for each batch, in order. `submit(batch)` queues the batch's work in the
+    lanes and returns a function that waits for it and returns its result; each batch is
+    submitted before the one before it is collected, so the lanes have the next batch's work
+    while the caller writes results and waits for images."""
+    in_flight: deque[tuple[B, Callable[[], T]]] = deque()
+    for batch in batches:
+        in_flight.append((batch, submit(batch)))
+        if len(in_flight) > 1:
+            done, finish = in_flight.popleft()
+            yield done, finish()
+    while in_flight:
+        done, finish = in_flight.popleft()
+        yield done, finish()
 
 
 class _Joined:

@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -50,7 +51,7 @@ from evaluate_is import InceptionScorer  # noqa: E402
 from image_fetch import FetchConfig, decode_image  # noqa: E402
 from image_pipeline import batched  # noqa: E402
 from main import decide_and_write, score_both  # noqa: E402
-from model_lanes import ModelLanes, Pending  # noqa: E402
+from model_lanes import ModelLanes, queued_ahead  # noqa: E402
 from prompt_cleaning import CleaningOptions  # noqa: E402
 
 
@@ -102,11 +103,12 @@ class ModelOnly:
         self.prompts = prompts
         self.clip.encode_images(self.clip_pixels[:2]), self.inception.classify(self.inception_pixels[:2])  # load, warm up
 
-    def _submit(self, lanes: ModelLanes, indices: list[int]) -> list[Pending]:
+    def _submit(self, lanes: ModelLanes, indices: list[int]) -> Callable[[], list[object]]:
         """Queue one batch's model work as main.py does: its prompts, then its images split across the lanes."""
-        return [lanes.submit(self.clip.encode_texts, [self.prompts[i] for i in indices]),
-                lanes.split(self.clip.encode_images, self.clip_pixels[indices]),
-                lanes.split(self.inception.classify, self.inception_pixels[indices])]
+        pending = [lanes.submit(self.clip.encode_texts, [self.prompts[i] for i in indices]),
+                   lanes.split(self.clip.encode_images, self.clip_pixels[indices]),
+                   lanes.split(self.inception.classify, self.inception_pixels[indices])]
+        return lambda: [work.result() for work in pending]
 
     def rate(self, batch_size: int, schedule: str) -> float:
         """Images/s of one pass over all images, the work shared out to lanes with a batch queued
@@ -115,13 +117,8 @@ class ModelOnly:
         self.clip.text_embeddings.clear()  # encode the prompts anew each time, as a cold run of main.py does
         start = time.perf_counter()
         with ModelLanes(self.device, count=2 if schedule == "lanes" else 1) as lanes:
-            in_flight: deque[list[Pending]] = deque()
-            for indices in batched(list(range(len(self.clip_pixels))), batch_size):
-                in_flight.append(self._submit(lanes, indices))
-                if len(in_flight) > 1:
-                    [pending.result() for pending in in_flight.popleft()]
-            while in_flight:
-                [pending.result() for pending in in_flight.popleft()]
+            for _ in queued_ahead(batched(list(range(len(self.clip_pixels))), batch_size), partial(self._submit, lanes)):
+                pass
         return len(self.clip_pixels) / (time.perf_counter() - start)
 
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from model_lanes import ModelLanes
+from model_lanes import ModelLanes, queued_ahead
 
 
 @pytest.fixture
@@ -143,3 +143,15 @@ def test_a_failed_warm_up_is_not_raised_by_the_lanes(three_threads):
     with ModelLanes(torch.device("cpu")) as lanes:
         lanes.warm_up(lambda: 1 / 0)
         assert [lanes.submit(lambda: "scored").result(), lanes.submit(int).result()] == ["scored", 0]
+
+
+def test_queued_ahead_submits_each_batch_before_collecting_the_one_before():
+    events = []
+
+    def submit(batch):
+        events.append(("submit", batch))
+        return lambda: events.append(("collect", batch)) or batch * 10
+
+    assert list(queued_ahead(iter([1, 2, 3]), submit)) == [(1, 10), (2, 20), (3, 30)]
+    assert events == [("submit", 1), ("submit", 2), ("collect", 1), ("submit", 3), ("collect", 2), ("collect", 3)]
+    assert list(queued_ahead([], submit)) == []

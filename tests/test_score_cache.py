@@ -3,6 +3,7 @@ changed weights or precision never return stale numbers. Also bf16 against fp32.
 
 import json
 import os
+import threading
 
 import pytest
 import torch
@@ -22,20 +23,31 @@ def _csv(tmp_path, image_files):
     return write_csv(tmp_path / "in.csv", rows)
 
 
-def _count_encoded(monkeypatch, fail_after: int | None = None):
-    """Count images sent to the CLIP image encoder; optionally crash after some batches."""
-    seen = {"images": 0, "calls": 0}
+def _count_encoded(monkeypatch):
+    """Count images sent to the CLIP image encoder (from the model lanes, so under a lock)."""
+    seen, lock = {"images": 0}, threading.Lock()
     original = ClipScorer.encode_images
 
     def counting(self, pixels):
-        seen["calls"] += 1
-        if fail_after is not None and seen["calls"] > fail_after:
-            raise KeyboardInterrupt("simulated kill mid-run")
-        seen["images"] += len(pixels)
+        with lock:
+            seen["images"] += len(pixels)
         return original(self, pixels)
 
     monkeypatch.setattr(ClipScorer, "encode_images", counting)
     return seen
+
+
+def _crash_when_recording_batch(monkeypatch, number: int):
+    """Simulate a kill just before the `number`-th batch's results are recorded."""
+    recorded, original = [], ClipScorer.score_batch
+
+    def crashing(self, *args, **kwargs):
+        recorded.append(1)
+        if len(recorded) == number:
+            raise KeyboardInterrupt("simulated kill mid-run")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClipScorer, "score_batch", crashing)
 
 
 def test_rerun_reads_the_cache_and_decodes_nothing(tmp_path, clip_dir, image_files, monkeypatch):
@@ -53,7 +65,7 @@ def test_rerun_reads_the_cache_and_decodes_nothing(tmp_path, clip_dir, image_fil
 def test_interrupted_run_resumes_with_only_the_missing_images(tmp_path, clip_dir, image_files, monkeypatch):
     runtime = cpu_fp32(batch_size=2, fetch=FetchConfig(cache_dir=tmp_path / "cache"))
     path, out = _csv(tmp_path, image_files), tmp_path / "result_clip.csv"
-    _count_encoded(monkeypatch, fail_after=2)
+    _crash_when_recording_batch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         evaluate_clipscore(path, out, model_name="RN50", model_dir=clip_dir, runtime=runtime)
     assert not out.exists()  # never a half-written output
