@@ -2,13 +2,21 @@
 
 import json
 import math
+import os
+import re
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
 import columns as col
 import main
-from conftest import ROOT, cpu_fp32, read_csv, write_csv
+from bench.product_images import SlowImageServer
+from conftest import ROOT, cpu_fp32, photo, read_csv, write_csv
 from image_fetch import FetchConfig
 
 CLIP_ROWS = [
@@ -111,3 +119,56 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
                                           runtime=cpu_fp32(fetch=FetchConfig(cache_dir=None)))
     for joint, alone in zip(read_csv(out["result_clip.csv"]), read_csv(separate)):
         assert float(joint[col.CLIP_SCORE]) == pytest.approx(float(alone[col.CLIP_SCORE]), abs=1e-5)
+
+
+def _recorded(scores: os.PathLike, kind: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{scores}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM features WHERE kind = ?", (kind,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0  # not created yet
+
+
+def test_kill_9_mid_run_loses_no_recorded_batch_and_the_rerun_resumes(tmp_path, clip_dir, inception_weights):
+    """A real `kill -9` of `main.py --input` once two batches are recorded: no output is left
+    half-written, and the rerun computes only what was not recorded, with the same scores."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(24):
+        photo((64, 48), seed=100 + i).save(folder / f"p{i:02d}.png")
+    server = SlowImageServer(folder, latency=0.3)  # slow enough to be killed mid-run
+    try:
+        rows = [{"id": f"r{i}", "prompt": f"第{i}张商品图", "image_url": f"{server.url}/p{i:02d}.png"} for i in range(24)]
+        csv_path = write_csv(tmp_path / "in.csv", rows)
+        out = {name: tmp_path / name for name in ("clip.csv", "is.csv", "total.csv")}
+        job = [sys.executable, str(ROOT / "main.py"), "--input", str(csv_path), "--model", "RN50", "--model-dir",
+               str(clip_dir), "--weights", str(inception_weights), "--device", "cpu", "--precision", "fp32",
+               "--batch-size", "2", "--workers", "2", "--clip-result", "clip.csv", "--is-result", "is.csv",
+               "--output", "total.csv", "--no-report"]
+        command = job + ["--cache-dir", str(tmp_path / "cache"), "-q"]
+        scores = tmp_path / "cache" / "scores.sqlite"
+        run = subprocess.Popen(command, cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while _recorded(scores, "clip_image") < 4 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL, "main.py finished before it could be killed mid-run"
+        recorded = _recorded(scores, "clip_image")
+        assert 4 <= recorded < 24 and _recorded(scores, "inception_logits") >= recorded
+        assert not any(path.exists() for path in out.values())  # nothing half-written
+        rerun = subprocess.run(command[:-1], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        reused, computed = map(int, re.search(r"image embeddings: (\d+) from the cache, (\d+) computed", rerun.stderr).groups())
+        assert (reused, computed) == (recorded, 24 - recorded)
+        reference = tmp_path / "reference"
+        reference.mkdir()
+        subprocess.run(job + ["--no-cache", "-q"], cwd=reference, check=True, timeout=300)
+    finally:
+        server.close()
+    for name in ("clip.csv", "is.csv"):
+        resumed, whole = read_csv(out[name]), read_csv(reference / name)
+        assert [r["id"] for r in resumed] == [r["id"] for r in whole] == [f"r{i}" for i in range(24)]
+        for a, b in zip(resumed, whole):
+            for column in (col.CLIP_SCORE, col.KL):
+                if column in a:
+                    assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-5)
