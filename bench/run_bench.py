@@ -16,7 +16,11 @@ machine only ever slow a run down (here by up to 40%, for minutes at a time), so
 timeit advises, each measurement counts as its fastest round, the least disturbed one, and
 the ratios are of those; the median round and every round are shown beside them.
 It prints images/s, the ratios, peak memory of main.py at two sizes, and how far the
-default scores are from the fp32 reference. Results go to stdout (and --json).
+default scores are from the fp32 reference. To tell how far any machine could go, it also
+counts the models' work per image (torch's FlopCounterMode) and measures the machine's
+matrix-multiply rate beside (d) in each round: (d) in GFLOP/s against that rate says how
+much of the hardware the models use, and (d)/(a) is the most (b)/(a) could be there.
+Results go to stdout (and --json).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Callable
 
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,7 +74,8 @@ def write_input(path: Path, base_url: str, names: list[str], rows: int) -> list[
     return records
 
 
-RATIOS = {"b_over_a": ("b", "a"), "b_over_d": ("b", "d"), "c_over_b": ("c", "b")}
+# (d)/(a) bounds (b)/(a): it is what main.py would reach if fetching, decoding and writing cost nothing.
+RATIOS = {"b_over_a": ("b", "a"), "b_over_d": ("b", "d"), "c_over_b": ("c", "b"), "d_over_a": ("d", "a")}
 SCHEDULES = ("lanes", "sequential")  # (d) is the faster of the two in each round
 
 
@@ -120,6 +126,44 @@ class ModelOnly:
             for _ in queued_ahead(batched(list(range(len(self.clip_pixels))), batch_size), partial(self._submit, lanes)):
                 pass
         return len(self.clip_pixels) / (time.perf_counter() - start)
+
+    def gflop_per_image(self, batch_size: int) -> dict[str, float]:
+        """GFLOP per image of each part of (d)'s work, counted by torch's FlopCounterMode: the
+        image encoders on one batch, the text encoder on every prompt (as one pass encodes them)."""
+        count = min(batch_size, len(self.clip_pixels))
+        self.clip.text_embeddings.clear()
+        parts = {"clip_image": (self.clip.encode_images, self.clip_pixels[:count], count),
+                 "inception": (self.inception.classify, self.inception_pixels[:count], count),
+                 "clip_text": (self.clip.encode_texts, self.prompts, len(self.prompts))}
+        work = {}
+        for name, (call, inputs, images) in parts.items():
+            with FlopCounterMode(display=False, custom_mapping={ATTENTION_ON_CPU: attention_flop}) as counter:
+                call(inputs)
+            work[name] = counter.get_total_flops() / images / 1e9
+        return work
+
+
+# FlopCounterMode has no formula for the CPU kernel that runs cn_clip's visual attention.
+ATTENTION_ON_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def attention_flop(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def matmul_gflop_per_s(dtype: torch.dtype, device: torch.device, repeat: int = 10) -> float:
+    """This machine's matrix-multiply rate at `dtype`, shared out to lanes as the models' work is:
+    a ViT-B MLP layer's product over a batch of 16 images (fastest of `repeat`)."""
+    rows, weight = torch.randn(16 * 197, 768, dtype=dtype), torch.randn(768, 3072, dtype=dtype)
+
+    def product(part: torch.Tensor) -> torch.Tensor:
+        return part @ weight
+
+    with ModelLanes(device) as lanes:
+        for _ in range(3):  # each lane's first products set up its kernels
+            lanes.split(product, rows).result()
+        seconds = min(timed(lambda: lanes.split(product, rows).result())[0] for _ in range(repeat))
+    return 2 * rows.shape[0] * rows.shape[1] * weight.shape[1] / seconds / 1e9
 
 
 # Run a script and write its own peak resident memory (VmHWM, kB) to argv[1] at exit. Not
@@ -188,6 +232,7 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
             names = [path.name for path in image_paths]
             rows = write_input(work / "input.csv", server.url, names, images)
             runs: dict[str, list[float]] = {key: [] for key in ("a", "b", "c", "d", *(f"d_{s}" for s in SCHEDULES))}
+            matmul_rates: list[float] = []  # this machine's matrix-multiply rate, beside (d) in each round
             model_only = ModelOnly(image_paths, [r["prompt"] for r in rows], models, precision)
             for round_ in range(1, repeat + 1):
                 # A round is (d) in one schedule, (b), (c), (d) in the other, then (a), back to
@@ -197,6 +242,7 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
                                          fetch=FetchConfig(cache_dir=work / f"cache{round_}"))
                 print(f"round {round_}/{repeat}: (d) {schedules[0]}, (b), (c), (d) {schedules[1]} ...", file=sys.stderr)
                 runs[f"d_{schedules[0]}"].append(model_only.rate(batch_size, schedules[0]))
+                matmul_rates.append(matmul_gflop_per_s(model_only.clip.dtype, model_only.device))
                 seconds_b, default = timed(run_main, work, work / "input.csv", "default", models, runtime)
                 seconds_c, _ = timed(run_main, work, work / "input.csv", "warm", models, runtime)
                 runs[f"d_{schedules[1]}"].append(model_only.rate(batch_size, schedules[1]))
@@ -206,6 +252,8 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
                 for key, seconds in (("a", seconds_a), ("b", seconds_b), ("c", seconds_c)):
                     runs[key].append(images / seconds)
                 runs["d"].append(max(runs[f"d_{schedule}"][-1] for schedule in SCHEDULES))
+            print("model work per image ...", file=sys.stderr)
+            work_per_image = model_only.gflop_per_image(batch_size)
             del model_only
             print("fp32 reference ...", file=sys.stderr)
             reference = run_main(work, work / "input.csv", "fp32", models,
@@ -230,6 +278,8 @@ def run_benchmark(images: int, latency: float, memory_sizes: list[int], batch_si
         "ratios_median_round": {name: statistics.median(values) for name, values in each_round.items()},
         "ratios_each_round": each_round,
         "peak_memory_mib": memory, "max_clip_score_difference": clip_gap, "relative_is_difference": is_gap,
+        "gflop_per_image": work_per_image, "matmul_gflop_per_s": max(matmul_rates),
+        "matmul_gflop_per_s_each_round": matmul_rates,
     }
 
 
@@ -249,10 +299,22 @@ def report(figures: dict[str, object]) -> str:
         each = ", ".join(shown.format(value) for value in runs[key])
         lines.append(f"| {label} | {shown.format(fastest[key])} | {shown.format(median[key])} | {each} |")
     for name, label, shown in (("b_over_a", "(b)/(a)", "{:.2f}x"), ("b_over_d", "(b)/(d)", "{:.1%}"),
-                               ("c_over_b", "(c)/(b)", "{:.1f}x")):
+                               ("c_over_b", "(c)/(b)", "{:.1f}x"),
+                               ("d_over_a", "(d)/(a), the most (b)/(a) could be", "{:.2f}x")):
         each = ", ".join(shown.format(value) for value in figures["ratios_each_round"][name])
         lines.append(f"| {label} | {shown.format(figures[name])} | {shown.format(figures['ratios_median_round'][name])} "
                      f"| {each} |")
+    work = figures["gflop_per_image"]
+    total, matmul = sum(work.values()), figures["matmul_gflop_per_s"]
+    lines += [
+        f"| model work per image, GFLOP | {total:.1f}: CLIP image {work['clip_image']:.1f}, Inception "
+        f"{work['inception']:.1f}, prompt {work['clip_text']:.1f} | | |",
+        f"| (d) as compute, GFLOP/s | {total * fastest['d']:.0f}, {total * fastest['d'] / matmul:.0%} of this machine's "
+        f"matrix-multiply rate ({matmul:.0f}) | {total * median['d']:.0f} | "
+        f"{', '.join(f'{total * rate:.0f}' for rate in runs['d'])} |",
+        f"| matrix-multiply rate, GFLOP/s | {matmul:.0f} | {statistics.median(figures['matmul_gflop_per_s_each_round']):.0f} | "
+        f"{', '.join(f'{rate:.0f}' for rate in figures['matmul_gflop_per_s_each_round'])} |",
+    ]
     memory = figures["peak_memory_mib"]
     for size, mib in memory.items():
         lines.append(f"| peak memory, {size} rows | {mib:.0f} MiB | | |")

@@ -2,6 +2,9 @@
 
 import resource
 
+import pytest
+from torchvision.models import Inception_V3_Weights, ViT_B_16_Weights
+
 from bench.run_bench import report, run_benchmark, script_peak_mib
 
 
@@ -13,7 +16,7 @@ def test_benchmark_runs_on_a_tiny_size():
     for key, rate in figures["images_per_s"].items():
         assert len(runs[key]) == 3 and all(r > 0 for r in runs[key]) and rate == max(runs[key])
         assert figures["images_per_s_median"][key] == sorted(runs[key])[1]
-    for name, (top, bottom) in {"b_over_a": "ba", "b_over_d": "bd", "c_over_b": "cb"}.items():
+    for name, (top, bottom) in {"b_over_a": "ba", "b_over_d": "bd", "c_over_b": "cb", "d_over_a": "da"}.items():
         assert figures[name] == max(runs[top]) / max(runs[bottom])  # the fastest rounds'
         within_rounds = [t / b for t, b in zip(runs[top], runs[bottom])]
         assert figures["ratios_each_round"][name] == within_rounds
@@ -21,10 +24,19 @@ def test_benchmark_runs_on_a_tiny_size():
     assert figures["peak_memory_mib"][2] > 100  # torch and two models are resident
     assert 0 <= figures["max_clip_score_difference"] < 0.05
     assert figures["relative_is_difference"] < 0.05
+    # The FLOP counts agree with torchvision's own (its "_ops" count multiply-adds, in billions):
+    # cn_clip's ViT-B-16 image tower is torchvision's ViT-B/16 but for its last projection.
+    work = figures["gflop_per_image"]
+    assert work["inception"] / 2 == pytest.approx(Inception_V3_Weights.IMAGENET1K_V1.meta["_ops"], rel=0.002)
+    assert work["clip_image"] / 2 == pytest.approx(ViT_B_16_Weights.IMAGENET1K_V1.meta["_ops"], rel=0.002)
+    assert 0.5 < work["clip_text"] < 10  # a 12-layer, 768-wide text tower over a short prompt
+    matmul = figures["matmul_gflop_per_s_each_round"]
+    assert len(matmul) == 3 and min(matmul) > 1 and figures["matmul_gflop_per_s"] == max(matmul)
     table = report(figures)
     assert "| fastest round | median round | each round |" in table and "| (b)/(a) |" in table
     assert "| peak memory, 2 rows |" in table
     assert "| (d) shared out to lanes, as main.py runs them |" in table
+    assert "| (d)/(a), the most (b)/(a) could be |" in table and "of this machine's matrix-multiply rate" in table
 
 
 def test_peak_memory_is_the_scripts_own_not_the_parents(tmp_path):
