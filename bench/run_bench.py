@@ -148,6 +148,7 @@ ATTENTION_ON_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
 def attention_flop(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """FLOPs of one attention call from its shapes, by torch's formula for the other kernels."""
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
