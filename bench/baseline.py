@@ -26,36 +26,38 @@ def _chunks(items: list, size: int):
         yield items[start:start + size]
 
 
-def baseline_clipscores(rows: list[dict[str, str]], model_dir: Path, batch_size: int = 32) -> list[float]:
-    """CLIPScore of each row: ViT-B-16 in fp32, every image fetched and decoded in turn."""
+def baseline_clipscores(rows: list[dict[str, str]], model_dir: Path, batch_size: int = 32,
+                        device: str = "cpu") -> list[float]:
+    """CLIPScore of each row: ViT-B-16 in fp32 on `device`, every image fetched and decoded in turn."""
     from cn_clip.clip import load_from_name, tokenize
 
     with contextlib.redirect_stdout(io.StringIO()):
-        model, preprocess = load_from_name("ViT-B-16", device="cpu", download_root=str(model_dir))
-    model.eval()
+        model, preprocess = load_from_name("ViT-B-16", device=device, download_root=str(model_dir))
+    model.float().eval()  # cn_clip leaves a CUDA model in fp16; the baseline is fp32 everywhere
     scores: list[float] = []
     for batch in _chunks(rows, batch_size):
-        pixels = torch.stack([preprocess(_load_rgb(row["image_url"])) for row in batch])
+        pixels = torch.stack([preprocess(_load_rgb(row["image_url"])) for row in batch]).to(device)
         with torch.no_grad():
-            image_emb = model.encode_image(pixels)
-            text_emb = model.encode_text(tokenize([row["prompt"] for row in batch]))
+            image_emb = model.encode_image(pixels).float().cpu()
+            text_emb = model.encode_text(tokenize([row["prompt"] for row in batch]).to(device)).float().cpu()
         scores.extend(clip_score(image_emb, text_emb).tolist())
     return scores
 
 
-def baseline_inception_score(rows: list[dict[str, str]], weights: Path, batch_size: int = 32) -> float:
-    """IS of all rows: Inception-v3 in fp32, every image fetched and decoded again."""
+def baseline_inception_score(rows: list[dict[str, str]], weights: Path, batch_size: int = 32,
+                             device: str = "cpu") -> float:
+    """IS of all rows: Inception-v3 in fp32 on `device`, every image fetched and decoded again."""
     from torchvision.models import inception_v3
 
     from evaluate_is import inception_transform
 
     model = inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model.eval()
+    model.to(device).eval()
     transform = inception_transform()
     logits = []
     for batch in _chunks(rows, batch_size):
-        pixels = torch.stack([transform(_load_rgb(row["image_url"])) for row in batch])
+        pixels = torch.stack([transform(_load_rgb(row["image_url"])) for row in batch]).to(device)
         with torch.no_grad():
-            logits.append(model(pixels))
+            logits.append(model(pixels).cpu())
     return inception_score(torch.cat(logits), splits=min(10, len(rows)))[0]

@@ -5,12 +5,14 @@ import resource
 import pytest
 from torchvision.models import Inception_V3_Weights, ViT_B_16_Weights
 
-from bench.run_bench import report, run_benchmark, script_peak_mib
+from bench.run_bench import main, report, run_benchmark, script_peak_mib, target
+from model_loading import default_device
 
 
 def test_benchmark_runs_on_a_tiny_size():
     figures = run_benchmark(images=4, latency=0.0, memory_sizes=[2], batch_size=2, workers=2, repeat=3)
     assert set(figures["images_per_s"]) == {"a", "b", "c", "d", "d_lanes", "d_sequential"}
+    assert figures["device"] == default_device()  # main.py's default, for (a) to (d) alike
     runs = figures["images_per_s_each_round"]
     assert runs["d"] == [max(pair) for pair in zip(runs["d_lanes"], runs["d_sequential"])]  # the ceiling
     for key, rate in figures["images_per_s"].items():
@@ -37,6 +39,22 @@ def test_benchmark_runs_on_a_tiny_size():
     assert "| peak memory, 2 rows |" in table
     assert "| (d) shared out to lanes, as main.py runs them |" in table
     assert "| (d)/(a), the most (b)/(a) could be |" in table and "of this machine's matrix-multiply rate" in table
+    judged = next(line for line in table.splitlines() if line.startswith("| (b)/(a) |"))
+    assert judged.endswith(f"| ≥ 4x {'✔' if figures['b_over_a'] >= 4 else '✘'} |")
+
+
+def test_targets_are_judged_at_their_bounds():
+    assert target("b_over_d", 0.85) == "≥ 85% ✔" and target("b_over_d", 0.849) == "≥ 85% ✘"
+    assert target("b_over_a", 4.0) == "≥ 4x ✔" and target("c_over_b", 19.9) == "≥ 20x ✘"
+    assert target("memory_ratio", 1.2) == "≤ 1.2 ✔" and target("memory_ratio", 1.21) == "≤ 1.2 ✘"
+    assert target("relative_is_difference", 0.011) == "≤ 1% ✘" and target("max_clip_score_difference", 0.002) == "≤ 0.01 ✔"
+    assert target("d_over_a", 9.0) == ""  # a bound, not a target
+
+
+def test_a_device_that_cannot_be_used_is_a_one_line_error_before_any_work(capsys):
+    assert main(["--device", "abacus", "--images", "4", "--memory-sizes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device abacus: ") and err.count("\n") == 1 and "machine:" not in err
 
 
 def test_peak_memory_is_the_scripts_own_not_the_parents(tmp_path):
