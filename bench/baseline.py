@@ -12,7 +12,7 @@ import requests
 import torch
 from PIL import Image
 
-from metrics import clip_score, inception_score
+from aigc_eval.scoring.metrics import clip_score, inception_score
 
 
 def _load_rgb(url: str) -> Image.Image:
@@ -49,7 +49,7 @@ def baseline_inception_score(rows: list[dict[str, str]], weights: Path, batch_si
     """IS of all rows: Inception-v3 in fp32 on `device`, every image fetched and decoded again."""
     from torchvision.models import inception_v3
 
-    from evaluate_is import inception_transform
+    from aigc_eval.scoring.inception import inception_transform
 
     model = inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

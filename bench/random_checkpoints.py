@@ -40,7 +40,7 @@ def save_inception_state_dict(path: Path, calibration_images: Sequence[Image.Ima
     """
     from torchvision.models import inception_v3
 
-    from evaluate_is import inception_transform
+    from aigc_eval.scoring.inception import inception_transform
 
     torch.manual_seed(seed)
     model = inception_v3(weights=None, aux_logits=True, init_weights=True)

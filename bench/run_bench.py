@@ -47,19 +47,25 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import columns as col  # noqa: E402
+from aigc_eval import columns as col  # noqa: E402
+from aigc_eval.decisions.outputs import decide_and_write  # noqa: E402
+from aigc_eval.io.image_fetch import FetchConfig, decode_image  # noqa: E402
+from aigc_eval.scoring.clipscore import ClipScorer  # noqa: E402
+from aigc_eval.scoring.combined import score_both  # noqa: E402
+from aigc_eval.scoring.image_pipeline import batched  # noqa: E402
+from aigc_eval.scoring.inception import InceptionScorer  # noqa: E402
+from aigc_eval.scoring.model_lanes import ModelLanes, queued_ahead  # noqa: E402
+from aigc_eval.scoring.model_loading import resolve_device  # noqa: E402
+from aigc_eval.scoring.prompt_cleaning import CleaningOptions  # noqa: E402
+from aigc_eval.scoring.runtime import RuntimeOptions  # noqa: E402
 from bench.baseline import baseline_clipscores, baseline_inception_score  # noqa: E402
-from bench.product_images import PROMPT_SUBJECTS, SlowImageServer, prompt_for, write_images  # noqa: E402
+from bench.product_images import (  # noqa: E402
+    PROMPT_SUBJECTS,
+    SlowImageServer,
+    prompt_for,
+    write_images,
+)
 from bench.random_checkpoints import save_cn_clip_checkpoint, save_inception_state_dict  # noqa: E402
-from cli_support import RuntimeOptions  # noqa: E402
-from evaluate_clipscore import ClipScorer  # noqa: E402
-from evaluate_is import InceptionScorer  # noqa: E402
-from image_fetch import FetchConfig, decode_image  # noqa: E402
-from image_pipeline import batched  # noqa: E402
-from main import decide_and_write, score_both  # noqa: E402
-from model_lanes import ModelLanes, queued_ahead  # noqa: E402
-from model_loading import resolve_device  # noqa: E402
-from prompt_cleaning import CleaningOptions  # noqa: E402
 
 
 def write_input(path: Path, base_url: str, names: list[str], rows: int) -> list[dict[str, str]]:

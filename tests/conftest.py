@@ -67,7 +67,7 @@ def inception_weights(tmp_path_factory) -> Path:
 
 def cpu_fp32(**overrides):
     """Runtime options for exact comparisons: CPU, fp32, quiet."""
-    from cli_support import RuntimeOptions
+    from aigc_eval.scoring.runtime import RuntimeOptions
 
     return RuntimeOptions(**{"device": "cpu", "precision": "fp32", "quiet": True, **overrides})
 

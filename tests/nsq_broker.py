@@ -35,7 +35,17 @@ import time
 from dataclasses import dataclass, field
 
 from nsq_commands import execute, serve_http
-from nsq_wire import FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE, HEARTBEAT, MAGIC_V2, Channel, ClientError, Topic, frame
+from nsq_wire import (
+    FRAME_ERROR,
+    FRAME_MESSAGE,
+    FRAME_RESPONSE,
+    HEARTBEAT,
+    MAGIC_V2,
+    Channel,
+    ClientError,
+    Topic,
+    frame,
+)
 
 
 @dataclass(eq=False)

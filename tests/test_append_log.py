@@ -4,10 +4,16 @@ import os
 
 import pytest
 
-import columns as col
-from append_log import CsvAppendLog, DeadLetterLog, OutputLock, OutputLocked, scan_csv_log
-from consumer_util import LISTENER_COLUMNS
-from csv_io import InputError, read_rows
+from aigc_eval import columns as col
+from aigc_eval.collection.messages import LISTENER_COLUMNS
+from aigc_eval.io.append_log import (
+    CsvAppendLog,
+    DeadLetterLog,
+    OutputLock,
+    OutputLocked,
+    scan_csv_log,
+)
+from aigc_eval.io.csv_io import InputError, read_rows
 
 
 def row(i: int, prompt: str = "多行\r\n提示, \"引号\" =1+1") -> dict[str, str]:
@@ -61,7 +67,7 @@ def test_failed_append_is_cut_back(tmp_path, monkeypatch):
             return real_write(fd, bytes(data[:10]))  # a short write, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("append_log.os.write", short_then_fail)
+    monkeypatch.setattr("aigc_eval.io.append_log.os.write", short_then_fail)
     with pytest.raises(OSError, match="No space"):
         log.append([row(2)])
     assert path.stat().st_size == size

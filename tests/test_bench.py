@@ -5,8 +5,8 @@ import resource
 import pytest
 from torchvision.models import Inception_V3_Weights, ViT_B_16_Weights
 
+from aigc_eval.scoring.model_loading import default_device
 from bench.run_bench import main, report, run_benchmark, script_peak_mib, target
-from model_loading import default_device
 
 
 def test_benchmark_runs_on_a_tiny_size():

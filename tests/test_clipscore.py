@@ -1,19 +1,19 @@
 """CLIPScore: agreement with cn_clip's own encoders, batch independence, truncation, errors."""
 
 import contextlib
-import json
 import io
+import json
 
 import pytest
 import torch
+from conftest import cpu_fp32, read_csv, write_csv
 from PIL import Image
 
-import columns as col
-import evaluate_clipscore
-from conftest import cpu_fp32, read_csv, write_csv
-from evaluate_clipscore import evaluate_clipscore as run_clip
-from image_fetch import FetchConfig
-from model_loading import WeightsMissingError, load_chinese_clip
+from aigc_eval import columns as col
+from aigc_eval.cli.clipscore import main as clip_main
+from aigc_eval.io.image_fetch import FetchConfig
+from aigc_eval.scoring.clipscore import evaluate_clipscore as run_clip
+from aigc_eval.scoring.model_loading import WeightsMissingError, load_chinese_clip
 
 PROMPTS = ["红色的自行车停在草地上", "一只黄色的卡车", "木桌上的咖啡杯", "雪地背景的靴子", "薰衣草花田"]
 
@@ -98,7 +98,7 @@ def test_hostile_images_are_reported_and_good_ones_scored(tmp_path, clip_dir, im
 
 
 def test_missing_weights_name_the_file(tmp_path, image_files, capsys):
-    code = evaluate_clipscore.main(["--input", str(_csv(tmp_path, image_files)), "--output", str(tmp_path / "o.csv"),
+    code = clip_main(["--input", str(_csv(tmp_path, image_files)), "--output", str(tmp_path / "o.csv"),
                                     "--model-dir", str(tmp_path / "nothing"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 3
@@ -111,7 +111,7 @@ def test_missing_weights_name_the_file(tmp_path, image_files, capsys):
 
 def test_cli_end_to_end_with_default_model(tmp_path, clip_dir_vit, image_files, capsys):
     out = tmp_path / "result_clip.csv"
-    code = evaluate_clipscore.main(["--input", str(_csv(tmp_path, image_files)), "--output", str(out),
+    code = clip_main(["--input", str(_csv(tmp_path, image_files)), "--output", str(out),
                                     "--model_dir", str(clip_dir_vit), "--batch_size", "2", "--device", "cpu", "-q"])
     captured = capsys.readouterr()
     assert code == 0 and captured.out == "" and captured.err == ""
@@ -120,7 +120,7 @@ def test_cli_end_to_end_with_default_model(tmp_path, clip_dir_vit, image_files, 
 
 def test_cli_rejects_missing_columns(tmp_path, capsys):
     path = write_csv(tmp_path / "bad.csv", [{"id": 1, "text": "x"}])
-    code = evaluate_clipscore.main(["--input", str(path), "--output", str(tmp_path / "o.csv"), "-q"])
+    code = clip_main(["--input", str(path), "--output", str(tmp_path / "o.csv"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and f"error: {path}: missing column(s) prompt, image_url" in err
     assert not (tmp_path / "o.csv").exists()
@@ -153,7 +153,7 @@ def test_prompts_are_cleaned_labelled_and_kept_raw(tmp_path, clip_dir, image_fil
 def test_no_clean_scores_prompts_as_given(tmp_path, clip_dir, image_files, capsys):
     rows = [{"id": "a", "prompt": "不好看，重画", "image_url": str(image_files[0])}]
     out = tmp_path / "out.csv"
-    code = evaluate_clipscore.main(["--input", str(write_csv(tmp_path / "in.csv", rows)), "--output", str(out), "--model", "RN50",
+    code = clip_main(["--input", str(write_csv(tmp_path / "in.csv", rows)), "--output", str(out), "--model", "RN50",
                                     "--model-dir", str(clip_dir), "--no-clean", "-q"])
     (row,) = read_csv(out)
     assert code == 0 and row["prompt"] == "不好看，重画" and row[col.STATUS] == "ok" and row[col.RAW_PROMPT] == ""

@@ -4,9 +4,14 @@ import json
 
 import pytest
 
-import columns as col
-from consumer_util import LISTENER_COLUMNS, MalformedMessage, load_mapping, message_to_rows
-from csv_io import InputError
+from aigc_eval import columns as col
+from aigc_eval.collection.messages import (
+    LISTENER_COLUMNS,
+    MalformedMessage,
+    load_mapping,
+    message_to_rows,
+)
+from aigc_eval.io.csv_io import InputError
 
 BODY = {"request_id": "r-1", "prompt": "芋泥 薰衣草", "image_urls": ["https://a/0.png", "https://a/1.png"],
         "product_image_url": "https://p/cake.png", "category": "蛋糕", "timestamp": 1764115200}

@@ -2,7 +2,13 @@
 
 import pytest
 
-from csv_io import AtomicCsvWriter, InputError, neutralise_cell, read_rows, write_rows
+from aigc_eval.io.csv_io import (
+    AtomicCsvWriter,
+    InputError,
+    neutralise_cell,
+    read_rows,
+    write_rows,
+)
 
 
 def test_round_trip_neutralises_formulas_but_keeps_numbers(tmp_path):

@@ -4,13 +4,20 @@ import math
 
 import numpy as np
 import pytest
+from conftest import read_csv, write_csv
 from scipy import stats
 
-import columns as col
-import main
-from compare_runs import compare_runs
-from conftest import read_csv, write_csv
-from decisions import Thresholds, category_table, imbalance_warning, regenerate_reasons, run_summary
+from aigc_eval import columns as col
+from aigc_eval.cli.score import main as main_cli
+from aigc_eval.decisions.compare import compare_runs
+from aigc_eval.decisions.outputs import decide_and_write
+from aigc_eval.decisions.rules import (
+    Thresholds,
+    category_table,
+    imbalance_warning,
+    regenerate_reasons,
+    run_summary,
+)
 
 
 def _row(id_, clip, confidence, total, category="蛋糕", status="ok"):
@@ -91,7 +98,7 @@ def test_compare_cli_writes_the_table(tmp_path, capsys):
     a = _scored(tmp_path / "a.csv", [0.30, 0.35, 0.40, 0.32])
     b = _scored(tmp_path / "b.csv", [0.33, 0.36, 0.48, 0.30])
     out = tmp_path / "compare.csv"
-    assert main.main(["--compare", str(a), str(b), "--compare-output", str(out)]) == 0
+    assert main_cli(["--compare", str(a), str(b), "--compare-output", str(out)]) == 0
     (row,) = read_csv(out)
     assert row["metric"] == "clip_score" and float(row["difference"]) == pytest.approx(0.025)
     assert "clip_score: 0.3425 -> 0.3675" in capsys.readouterr().err
@@ -105,14 +112,14 @@ def test_bad_scores_in_old_files_name_file_and_row(tmp_path, capsys, clip_value,
     clip = write_csv(tmp_path / "c.csv", [{"id": "a", col.CLIP_SCORE: clip_value, col.STATUS: "ok", col.ERROR: ""}])
     is_ = write_csv(tmp_path / "i.csv", [{"id": "a", col.KL: "0.1", col.TOP1_LABEL: "cup", col.TOP1_CONFIDENCE: "0.5",
                                           col.STATUS: "ok", col.ERROR: ""}])
-    code = main.main(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"), "--no-report"])
+    code = main_cli(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"), "--no-report"])
     err = capsys.readouterr().err
     assert code == 2 and f"{clip}: {message}" in err and "Traceback" not in err
 
 
 def test_compare_without_common_scores_is_an_error(tmp_path, capsys):
     a = write_csv(tmp_path / "a.csv", [{"id": "1", "x": "1"}])
-    assert main.main(["--compare", str(a), str(a)]) == 2
+    assert main_cli(["--compare", str(a), str(a)]) == 2
     assert "share none of the score columns" in capsys.readouterr().err
 
 
@@ -120,6 +127,6 @@ def test_skipped_rows_stay_skipped_in_the_total(tmp_path):
     clip = write_csv(tmp_path / "c.csv", [{"id": "a", col.CLIP_SCORE: "", col.STATUS: "skipped", col.ERROR: "no visual description"}])
     is_ = write_csv(tmp_path / "i.csv", [{"id": "a", col.KL: "0.1", col.TOP1_LABEL: "cup", col.TOP1_CONFIDENCE: "0.5",
                                           col.STATUS: "ok", col.ERROR: ""}])
-    summary = main.decide_and_write(clip, is_, tmp_path / "t.csv")
+    summary = decide_and_write(clip, is_, tmp_path / "t.csv")
     (row,) = read_csv(tmp_path / "t.csv")
     assert row[col.STATUS] == "skipped" and "no visual description" in row[col.ERROR] and not math.isnan(summary[col.SUM_SKIPPED])

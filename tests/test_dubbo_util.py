@@ -8,10 +8,22 @@ import sys
 
 import pytest
 
-import columns as col
-from dubbo_util import ServiceAddress, ServiceError, SetupError, TelnetTransport, _load_dubbo_client, parse_telnet_reply
-from generate_request import RateLimiter, backoff_delay
-from request_template import DEFAULT_TEMPLATE, RequestTemplate, ResponseShapeError, extract_image_urls
+from aigc_eval import columns as col
+from aigc_eval.generation.dubbo import (
+    ServiceAddress,
+    ServiceError,
+    SetupError,
+    TelnetTransport,
+    _load_dubbo_client,
+    parse_telnet_reply,
+)
+from aigc_eval.generation.request_template import (
+    DEFAULT_TEMPLATE,
+    RequestTemplate,
+    ResponseShapeError,
+    extract_image_urls,
+)
+from aigc_eval.generation.runner import RateLimiter, backoff_delay
 
 ADDRESS = ServiceAddress("com.example.ImageService", "generate")
 RESULT = '{"imageUrls":["http://a/1.png","http://a/2.png"]}'

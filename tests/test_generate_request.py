@@ -13,18 +13,43 @@ import time
 from pathlib import Path
 
 import pytest
-from kazoo.client import KazooClient
-
-import columns as col
 from conftest import ROOT, cpu_fp32, read_csv, write_csv
-from csv_io import read_rows
-from dubbo_provider import (GenerationService, ImageServer, JsonRpcProvider, TelnetProvider, fault_is_transient_failure,
-                            transient_faults)
-from dubbo_util import JsonRpcTransport, ServiceAddress, SetupError, TelnetTransport
-from generate_request import EXIT_LOCKED, EXIT_OK, EXIT_ROW_ERRORS, EXIT_SERVICE, EXIT_USAGE, CallPolicy, generate_requests, main
-from generation_state import RunLock
-from request_template import DEFAULT_TEMPLATE, RequestTemplate
-from zookeeper_server import INSTALL_HINT, ZooKeeperServer, free_port, zookeeper_classpath
+from dubbo_provider import (
+    GenerationService,
+    ImageServer,
+    JsonRpcProvider,
+    TelnetProvider,
+    fault_is_transient_failure,
+    transient_faults,
+)
+from kazoo.client import KazooClient
+from zookeeper_server import (
+    INSTALL_HINT,
+    ZooKeeperServer,
+    free_port,
+    zookeeper_classpath,
+)
+
+from aigc_eval import columns as col
+from aigc_eval.cli.generate import main
+from aigc_eval.generation.dubbo import (
+    JsonRpcTransport,
+    ServiceAddress,
+    SetupError,
+    TelnetTransport,
+)
+from aigc_eval.generation.request_template import DEFAULT_TEMPLATE, RequestTemplate
+from aigc_eval.generation.runner import (
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_ROW_ERRORS,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    CallPolicy,
+    generate_requests,
+)
+from aigc_eval.generation.state import RunLock
+from aigc_eval.io.csv_io import read_rows
 
 METHOD = "generate"
 FAST = CallPolicy(workers=8, timeout=1.0, retries=2, backoff=0.01)
@@ -128,7 +153,7 @@ def provider_nodes_of(tmp_path, zookeeper, interface, kind):
 
 
 def test_output_scores_directly_with_the_clipscore_evaluator(tmp_path, zookeeper, provider, interface, clip_dir):
-    from evaluate_clipscore import evaluate_clipscore
+    from aigc_eval.scoring.clipscore import evaluate_clipscore
 
     run(tmp_path, jsonrpc(zookeeper, interface), input_path=ROOT / "data_sample.csv")
     rows, errors = evaluate_clipscore(tmp_path / "out.csv", tmp_path / "clip.csv", model_name="RN50", model_dir=clip_dir,

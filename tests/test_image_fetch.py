@@ -1,10 +1,16 @@
 """One fetch-and-decode path against a real HTTP server on loopback serving hostile images."""
 
 import numpy as np
-import torch
 import pytest
+import torch
 
-from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes, load_image
+from aigc_eval.io.image_fetch import (
+    FetchConfig,
+    ImageError,
+    decode_image,
+    fetch_image_bytes,
+    load_image,
+)
 
 
 @pytest.fixture
@@ -86,8 +92,7 @@ def test_each_fetch_hashes_the_image_once(image_server, config, image_files, mon
     """The digest that keys the score cache comes with the bytes: downloaded, cached or local."""
     import hashlib
 
-    import image_fetch
-
+    from aigc_eval.io import image_fetch
     base, hits = image_server
     calls = []
     monkeypatch.setattr(image_fetch, "content_digest", lambda data: calls.append(1) or hashlib.sha256(data).hexdigest())
@@ -123,12 +128,16 @@ def test_split_transforms_match_the_torchvision_reference(image_files):
     """PixelTransform + normalise gives what cn_clip's and torchvision's PIL transforms give,
     within 3 grey levels (torch's uint8 resize rounds differently), upscaling and downscaling."""
     from cn_clip.clip import image_transform
+    from conftest import photo
     from PIL import Image
 
-    from conftest import photo
-    from evaluate_clipscore import CLIP_MEAN, CLIP_STD
-    from evaluate_is import IMAGENET_MEAN, IMAGENET_STD, inception_transform
-    from image_pipeline import PixelTransform
+    from aigc_eval.scoring.clipscore import CLIP_MEAN, CLIP_STD
+    from aigc_eval.scoring.image_pipeline import PixelTransform
+    from aigc_eval.scoring.inception import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        inception_transform,
+    )
 
     images = [Image.open(path).convert("RGB") for path in image_files]
     images += [photo(size, seed=9) for size in [(640, 480), (333, 500), (299, 299), (1200, 230)]]
@@ -157,9 +166,8 @@ def test_transparent_image_reduced_then_composited_equals_composited_then_reduce
     """Compositing onto white after the (premultiplied) box reduction costs a fraction and
     gives the same pixels, up to rounding (premultiplied uint8), as compositing at full size first."""
     import numpy as np
-    from PIL import Image
-
     from conftest import encode, photo
+    from PIL import Image
 
     rgba = photo((1203, 901), seed=3).convert("RGBA")
     alpha = np.random.default_rng(3).integers(0, 256, (901, 1203), dtype=np.uint8)
@@ -175,9 +183,8 @@ def test_transparent_image_reduced_then_composited_equals_composited_then_reduce
 def _png(kind: str) -> bytes:
     import io
 
-    from PIL import Image
-
     from conftest import encode, photo
+    from PIL import Image
 
     rgb = photo((301, 207), seed=5)
     if kind == "rgba":
@@ -217,8 +224,7 @@ def _png(kind: str) -> bytes:
 def test_pngs_libspng_decodes_are_pixel_for_pixel_pillows(kind, fast, monkeypatch):
     """The libspng path decodes plain 8-bit RGB and RGBA; what it would read differently, and
     what it cannot read, Pillow decodes (and words the error)."""
-    import image_fetch
-
+    from aigc_eval.io import image_fetch
     load = pytest.importorskip("pyspng").load
     calls, decoded_by_libspng = [], []
 
@@ -252,7 +258,8 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
     """Rows come back in input order with failures in place, and the input is read at most
     `window` rows beyond what was yielded: memory does not grow with the CSV."""
     from conftest import photo
-    from image_pipeline import PixelTransform, prepare_rows
+
+    from aigc_eval.scoring.image_pipeline import PixelTransform, prepare_rows
 
     class Stage:
         transform, input_size = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32
@@ -279,7 +286,7 @@ def test_prepare_rows_keeps_order_and_reads_at_most_a_window_ahead(tmp_path, con
 def test_each_model_warms_up_once_at_the_first_row_that_needs_it():
     """A model starts loading when the first row needing it goes by, not before, once; rows
     that failed or whose features are all cached need none."""
-    from image_pipeline import PreparedRow, warm_up_when_needed
+    from aigc_eval.scoring.image_pipeline import PreparedRow, warm_up_when_needed
 
     done = torch.zeros(1)
     rows = [PreparedRow({"id": "bad"}, error="no such file"), PreparedRow({"id": "cached"}, "d0", [None, None], [done, done]),

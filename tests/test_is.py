@@ -6,13 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import cpu_fp32, read_csv, write_csv
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-import columns as col
-import evaluate_is
-from conftest import cpu_fp32, read_csv, write_csv
-from metrics import per_image_kl
-from model_loading import inception_checkpoint_path
+from aigc_eval import columns as col
+from aigc_eval.cli.inception import main as is_main
+from aigc_eval.scoring import inception as evaluate_is
+from aigc_eval.scoring.metrics import per_image_kl
+from aigc_eval.scoring.model_loading import inception_checkpoint_path
 
 
 def _csv(tmp_path, sources):
@@ -23,7 +24,7 @@ def _csv(tmp_path, sources):
 def test_outputs_agree_with_torch_fidelity_on_saved_logits(tmp_path, inception_weights, image_files):
     sources = image_files + [tmp_path / "absent.png"] + image_files
     out, logits_path = tmp_path / "result_is.csv", tmp_path / "logits.npy"
-    code = evaluate_is.main(["--input", str(_csv(tmp_path, sources)), "--output", str(out), "--weights", str(inception_weights),
+    code = is_main(["--input", str(_csv(tmp_path, sources)), "--output", str(out), "--weights", str(inception_weights),
                              "--splits", "2", "--save-logits", str(logits_path), "--batch-size", "3", "--device", "cpu",
                              "--precision", "fp32", "-q"])
     assert code == 1  # one row could not be read
@@ -66,18 +67,18 @@ def test_default_weights_come_from_torchvision_cache(tmp_path, inception_weights
 
 
 def test_missing_weights_name_the_file(tmp_path, image_files, capsys):
-    code = evaluate_is.main(["--input", str(_csv(tmp_path, image_files)), "--output", str(tmp_path / "r.csv"), "-q"])
+    code = is_main(["--input", str(_csv(tmp_path, image_files)), "--output", str(tmp_path / "r.csv"), "-q"])
     err = capsys.readouterr().err
     assert code == 3 and str(inception_checkpoint_path()) in err and "inception_v3_google-0cc3c7bd.pth" in err
     assert "Traceback" not in err and not (tmp_path / "r.csv").exists()
-    code = evaluate_is.main(["--input", str(_csv(tmp_path, image_files)), "--weights", str(tmp_path / "w.pth"), "-q"])
+    code = is_main(["--input", str(_csv(tmp_path, image_files)), "--weights", str(tmp_path / "w.pth"), "-q"])
     assert code == 3 and "w.pth: no such file" in capsys.readouterr().err
 
 
 def test_weights_file_of_the_wrong_model_is_refused(tmp_path, image_files, capsys):
     wrong = tmp_path / "wrong.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
-    code = evaluate_is.main(["--input", str(_csv(tmp_path, image_files)), "--weights", str(wrong), "-q"])
+    code = is_main(["--input", str(_csv(tmp_path, image_files)), "--weights", str(wrong), "-q"])
     assert code == 3 and "not an Inception-v3 ImageNet state_dict" in capsys.readouterr().err
 
 

@@ -12,12 +12,13 @@ import sys
 import time
 
 import pytest
-
-import columns as col
-import main
-from bench.product_images import SlowImageServer
 from conftest import ROOT, cpu_fp32, photo, read_csv, write_csv
-from image_fetch import FetchConfig
+
+from aigc_eval import columns as col
+from aigc_eval.cli.score import main as main_cli
+from aigc_eval.decisions.outputs import decide_and_write
+from aigc_eval.io.image_fetch import FetchConfig
+from bench.product_images import SlowImageServer
 
 CLIP_ROWS = [
     {"id": "a", "prompt": "红色自行车", "image_url": "a.png", "clip_score": "0.3", "status": "ok", "error": "", "category": "玩具"},
@@ -39,7 +40,7 @@ def results(tmp_path):
 
 
 def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
-    summary = main.decide_and_write(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
+    summary = decide_and_write(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
     rows = read_csv(tmp_path / "total.csv")
     written = {r["id"]: r for r in rows}
     assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
@@ -54,7 +55,7 @@ def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
 
 def test_article_command_uses_default_files(tmp_path, results, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main.main(["--clip_weight", "1", "--is_weight", "0", "--no-report", "-q"]) == 1  # some rows are errors
+    assert main_cli(["--clip_weight", "1", "--is_weight", "0", "--no-report", "-q"]) == 1  # some rows are errors
     total = {r["id"]: r for r in read_csv(tmp_path / "result_total.csv")}
     assert float(total["b"][col.TOTAL_SCORE]) == pytest.approx(1.0)
     assert capsys.readouterr().out == ""
@@ -62,7 +63,7 @@ def test_article_command_uses_default_files(tmp_path, results, monkeypatch, caps
 
 def test_num_classes_comes_from_the_summary(tmp_path, results):
     (tmp_path / "result_is.json").write_text(json.dumps({col.KEY_NUM_CLASSES: 10}))
-    main.decide_and_write(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
+    decide_and_write(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
     total = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
     assert float(total["a"][col.IS_NORM]) == 1.0  # ln(1000)/2 nats exceeds ln(10)
 
@@ -77,7 +78,7 @@ def test_num_classes_comes_from_the_summary(tmp_path, results):
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, results, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
-    assert main.main(args + ["--no-report", "-q"]) == 2
+    assert main_cli(args + ["--no-report", "-q"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "result_total.csv").exists()
@@ -86,7 +87,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, results, monkeypatch, caps
 def test_duplicate_ids_in_differently_ordered_files_are_refused(tmp_path, capsys):
     clip = write_csv(tmp_path / "c.csv", [CLIP_ROWS[0], CLIP_ROWS[0], CLIP_ROWS[1]])
     is_ = write_csv(tmp_path / "i.csv", [IS_ROWS[0], IS_ROWS[1]])
-    assert main.main(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"),
+    assert main_cli(["--clip-result", str(clip), "--is-result", str(is_), "--output", str(tmp_path / "t.csv"),
                       "--no-report", "-q"]) == 2
     assert "id 'a' appears more than once" in capsys.readouterr().err
 
@@ -95,7 +96,7 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     sample = tmp_path / "samples"
     shutil.copytree(ROOT / "samples", sample)
     out = {name: tmp_path / name for name in ("result_clip.csv", "result_is.csv", "result_total.csv")}
-    code = main.main(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
+    code = main_cli(["--input", str(sample / "sample.csv"), "--model-dir", str(clip_dir_vit), "--weights", str(inception_weights),
                       "--clip-result", str(out["result_clip.csv"]), "--is-result", str(out["result_is.csv"]),
                       "--output", str(out["result_total.csv"]), "--device", "cpu", "--precision", "fp32", "--no-cache",
                       "--category-output", str(tmp_path / "result_category.csv"), "--report", str(tmp_path / "report.html")])
@@ -113,7 +114,7 @@ def test_main_job_scores_the_shipped_sample(tmp_path, clip_dir_vit, inception_we
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert all(f'card-id">{r["id"]} ' in report for r in total) and report.count("data:image/jpeg;base64,") >= 5
     # One process, same numbers as the separate evaluators.
-    import evaluate_clipscore
+    from aigc_eval.scoring import clipscore as evaluate_clipscore
     separate = tmp_path / "separate.csv"
     evaluate_clipscore.evaluate_clipscore(sample / "sample.csv", separate, model_dir=clip_dir_vit,
                                           runtime=cpu_fp32(fetch=FetchConfig(cache_dir=None)))

@@ -19,14 +19,22 @@ import time
 from pathlib import Path
 
 import pytest
-
-import columns as col
-from append_log import scan_csv_log
-from consumer_util import LISTENER_COLUMNS
 from conftest import cpu_fp32
-from csv_io import read_rows
-from message_listener import EXIT_DEAD_LETTERS, EXIT_LOCKED, EXIT_NO_NSQD, EXIT_STOPPED, ListenerOptions, collect_from_nsq, main
 from nsq_broker import NsqBroker
+
+from aigc_eval import columns as col
+from aigc_eval.cli.listen import main
+from aigc_eval.collection.listener import (
+    EXIT_DEAD_LETTERS,
+    EXIT_LOCKED,
+    EXIT_NO_NSQD,
+    EXIT_STOPPED,
+    ListenerOptions,
+    collect_from_nsq,
+)
+from aigc_eval.collection.messages import LISTENER_COLUMNS
+from aigc_eval.io.append_log import scan_csv_log
+from aigc_eval.io.csv_io import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC, CHANNEL = col.DEFAULT_NSQ_TOPIC, col.DEFAULT_NSQ_CHANNEL
@@ -271,8 +279,8 @@ def test_published_over_http_collected_then_scored_by_evaluate_clipscore(broker,
     """The article's chain: the generation service publishes, the listener collects, the evaluator scores."""
     import urllib.request
 
-    from evaluate_clipscore import evaluate_clipscore
-    from image_fetch import FetchConfig
+    from aigc_eval.io.image_fetch import FetchConfig
+    from aigc_eval.scoring.clipscore import evaluate_clipscore
 
     base, _ = image_server
     for i, paths in enumerate([["/good.jpg", "/rgba.png"], ["/cmyk.jpg"]]):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from metrics import (
+from aigc_eval.scoring.metrics import (
     clip_score,
     inception_score,
     normalise_clip,
@@ -97,7 +97,7 @@ def test_normalisation_and_weighting():
 
 
 def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_images():
-    from metrics import inception_score_interval
+    from aigc_eval.scoring.metrics import inception_score_interval
 
     generator = torch.Generator().manual_seed(5)
     small = torch.randn(40, 20, generator=generator) * 3
@@ -116,7 +116,7 @@ def test_bootstrap_interval_equals_scoring_each_drawn_set(n, splits, resamples):
     """The closed form gives what drawing the rows and running inception_score's chunking on them gives."""
     import numpy as np
 
-    from metrics import inception_score_interval
+    from aigc_eval.scoring.metrics import inception_score_interval
 
     logits = torch.randn(n, 50, generator=torch.Generator().manual_seed(n)) * 4
     rng = np.random.RandomState(11)

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from model_lanes import ModelLanes, queued_ahead
+from aigc_eval.scoring.model_lanes import ModelLanes, queued_ahead
 
 
 @pytest.fixture

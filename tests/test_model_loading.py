@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_loading import (
+from aigc_eval.scoring.model_loading import (
     INCEPTION_FP32_STEM_END,
     Fp32StemInception,
     LazyModel,
@@ -174,7 +174,7 @@ def test_streamlined_clip_keeps_lowered_weights_and_fp32_norms(clip_dir_vit):
 
 
 def test_text_encoding_without_trailing_padding_is_unchanged(clip_dir):
-    from evaluate_clipscore import ClipScorer
+    from aigc_eval.scoring.clipscore import ClipScorer
 
     scorer = ClipScorer.load("RN50", clip_dir, torch.device("cpu"), "fp32")
     _, texts = _clip_inputs()  # padded to the full 52 tokens

@@ -13,7 +13,6 @@ import time
 import urllib.request
 
 import pytest
-
 from nsq_broker import NsqBroker
 
 TOPIC, CHANNEL = "t_topic", "t_chan"

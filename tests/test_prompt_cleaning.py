@@ -5,7 +5,13 @@ import random
 
 import pytest
 
-from prompt_cleaning import DEFAULT_RULES, clean_prompt, label_subject, load_rules, load_subjects
+from aigc_eval.scoring.prompt_cleaning import (
+    DEFAULT_RULES,
+    clean_prompt,
+    label_subject,
+    load_rules,
+    load_subjects,
+)
 
 
 def dumps(value) -> str:
@@ -121,8 +127,7 @@ def test_subject_labelling(tmp_path):
 
 
 def test_consumer_util_offers_clean_prompt():
-    import consumer_util
-    import prompt_cleaning
-
+    from aigc_eval.collection import messages as consumer_util
+    from aigc_eval.scoring import prompt_cleaning
     assert consumer_util.clean_prompt is prompt_cleaning.clean_prompt
     assert consumer_util.clean_prompt("再来一张，换成雪地背景") == "雪地背景"

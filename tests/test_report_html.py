@@ -16,12 +16,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import photo
 from PIL import Image
 
-import columns as col
-from conftest import photo
-from image_fetch import FetchConfig
-from report_html import pick_gallery, svg_histogram, write_html_report
+from aigc_eval import columns as col
+from aigc_eval.decisions.report import pick_gallery, svg_histogram, write_html_report
+from aigc_eval.io.image_fetch import FetchConfig
 
 SVG = "{http://www.w3.org/2000/svg}"
 FLAGS = "clip_score < 0.3; top-1 confidence < 0.2"
@@ -259,7 +259,7 @@ def chromium() -> str:
         if name and (found := shutil.which(name)):
             return found
     pytest.fail("Chromium not found on PATH ($CHROMIUM, chromium, chromium-browser): install Debian's package with "
-                "`apt-get install chromium` (.ci/run does)", pytrace=False)
+                "`apt-get install chromium` (bash scripts/test.sh does)", pytrace=False)
 
 
 def run_chromium(*args: str) -> str:

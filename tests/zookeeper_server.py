@@ -13,7 +13,7 @@ from pathlib import Path
 # Debian's jar names its dependencies in its manifest's Class-Path; slf4j-nop keeps SLF4J quiet.
 DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
 SLF4J_NOP = Path("/usr/share/java/slf4j-nop.jar")
-INSTALL_HINT = ("ZooKeeper is not installed: run `apt-get install zookeeper` (Debian/Ubuntu; .ci/run does it) "
+INSTALL_HINT = ("ZooKeeper is not installed: run `apt-get install zookeeper` (Debian/Ubuntu; bash scripts/test.sh does it) "
                 "or set ZOOKEEPER_CLASSPATH to the server's jars")
 
 

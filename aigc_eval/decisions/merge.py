@@ -12,10 +12,15 @@ import json
 import math
 from pathlib import Path
 
-import columns as col
-from csv_io import InputError, read_rows
-from evaluate_is import summary_path_for
-from metrics import DEFAULT_CLIP_CEILING, normalise_clip, normalise_kl, weighted_total
+from aigc_eval import columns as col
+from aigc_eval.io.csv_io import InputError, read_rows
+from aigc_eval.scoring.inception import summary_path_for
+from aigc_eval.scoring.metrics import (
+    DEFAULT_CLIP_CEILING,
+    normalise_clip,
+    normalise_kl,
+    weighted_total,
+)
 
 TOTAL_RESULT_COLUMNS = [
     col.CLIP_SCORE, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL,

@@ -18,9 +18,13 @@ from datetime import datetime, timezone
 
 import nsq
 
-import columns as col
-from append_log import CsvAppendLog, DeadLetterLog, OutputBroken
-from consumer_util import FieldMapping, MalformedMessage, message_to_rows
+from aigc_eval import columns as col
+from aigc_eval.collection.messages import (
+    FieldMapping,
+    MalformedMessage,
+    message_to_rows,
+)
+from aigc_eval.io.append_log import CsvAppendLog, DeadLetterLog, OutputBroken
 
 log = logging.getLogger("aigc_eval")
 

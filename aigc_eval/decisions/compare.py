@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-import columns as col
-from csv_io import InputError, read_rows
-from merge_scores import parse_score
+from aigc_eval import columns as col
+from aigc_eval.decisions.merge import parse_score
+from aigc_eval.io.csv_io import InputError, read_rows
 
 COMPARED_METRICS = (col.CLIP_SCORE, col.TOTAL_SCORE, col.TOP1_CONFIDENCE, col.KL)
 COMPARE_COLUMNS = ["metric", "pairing", "n_a", "n_b", "mean_a", "mean_b", "difference", "ci_low", "ci_high",

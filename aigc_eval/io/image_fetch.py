@@ -23,7 +23,7 @@ import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from csv_io import write_bytes_atomic
+from aigc_eval.io.csv_io import write_bytes_atomic
 
 try:  # libspng decodes PNGs in about three quarters of Pillow's time; absent where it has no wheel
     import pyspng

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import columns as col
+from aigc_eval import columns as col
 
 DEFAULT_TEMPLATE = json.dumps(
     [{"productImageUrl": f"{{{col.PRODUCT_IMAGE_URL}}}", "prompt": f"{{{col.PROMPT}}}", "category": f"{{{col.CATEGORY}}}"}],

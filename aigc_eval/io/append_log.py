@@ -24,7 +24,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from csv_io import AtomicCsvWriter, InputError, neutralise_cell, restore_cell
+from aigc_eval.io.csv_io import (
+    AtomicCsvWriter,
+    InputError,
+    neutralise_cell,
+    restore_cell,
+)
 
 log = logging.getLogger("aigc_eval")
 

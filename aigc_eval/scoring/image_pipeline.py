@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_with_digest, new_session
+from aigc_eval.io.image_fetch import (
+    FetchConfig,
+    ImageError,
+    decode_image,
+    fetch_image_with_digest,
+    new_session,
+)
 
 PREPROCESSING_VERSION = "v4"  # part of the score cache's keys: bump when decoding or transforms change
 T = TypeVar("T")

@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-import columns as col
+from aigc_eval import columns as col
 
 DEFAULT_MIN_CLIP = 0.3  # the article's threshold for re-generation
 DEFAULT_MIN_CONFIDENCE = 0.15  # Inception top-1 probability; below it the product is rarely recognisable

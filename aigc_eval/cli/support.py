@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import columns as col
-from csv_io import InputError
-from image_fetch import FetchConfig, default_cache_dir
-from prompt_cleaning import CleaningOptions
+from aigc_eval import columns as col
+from aigc_eval.io.csv_io import InputError
+from aigc_eval.io.image_fetch import FetchConfig, default_cache_dir
+from aigc_eval.scoring.prompt_cleaning import CleaningOptions
+from aigc_eval.scoring.runtime import RuntimeOptions
 
 EXIT_OK = 0
 EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
@@ -28,7 +28,6 @@ EXIT_CODES_HELP = (
     "2 bad arguments or input (nothing written); 3 model weights missing"
 )
 
-log = logging.getLogger("aigc_eval")
 
 
 def flags(name: str) -> list[str]:
@@ -58,9 +57,9 @@ def add_cleaning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flags("no-clean"), dest="no_clean", action="store_true",
                         help="score prompts as given instead of their cleaned visual description")
     parser.add_argument(*flags("prompt-rules"), dest="prompt_rules", type=Path, default=None,
-                        help="word lists for cleaning (default: data/prompt_rules.json)")
+                        help="word lists for cleaning (default: aigc_eval/scoring/data/prompt_rules.json)")
     parser.add_argument("--subjects", type=Path, default=None,
-                        help="category -> subject mapping appended to prompts lacking it (default: data/category_subjects.json)")
+                        help="category -> subject mapping appended to prompts lacking it (default: aigc_eval/scoring/data/category_subjects.json)")
     parser.add_argument(*flags("category-col"), dest="category_col", default=col.CATEGORY,
                         help="column with the product category (subject labels, per-category analysis)")
 
@@ -88,22 +87,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> N
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines on stderr")
 
 
-@dataclass
-class RuntimeOptions:
-    """How a scoring run uses the machine: device, precision, batching, fetching, progress output."""
-
-    device: str | None = None
-    precision: str = "auto"
-    batch_size: int = 32
-    workers: int = 4
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    quiet: bool = False
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 1:
-            raise ValueError(f"--batch-size and --workers must be at least 1, got {self.batch_size} and {self.workers}")
-
-
 def runtime_options_from(args: argparse.Namespace) -> RuntimeOptions:
     """The RuntimeOptions that add_runtime_arguments' flags describe."""
     return RuntimeOptions(args.device, args.precision, args.batch_size, args.workers, fetch_config_from(args), args.quiet)
@@ -129,7 +112,7 @@ def setup_logging(quiet: bool) -> None:
 def _weights_missing_error() -> type[BaseException] | tuple[()]:
     """model_loading's WeightsMissingError when a script has loaded it; importing it here
     would load torch into scripts that need no model (message_listener.py)."""
-    module = sys.modules.get("model_loading")
+    module = sys.modules.get("aigc_eval.scoring.model_loading")
     return module.WeightsMissingError if module is not None else ()
 
 

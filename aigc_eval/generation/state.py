@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import columns as col
-from csv_io import InputError, read_rows, write_rows
+from aigc_eval import columns as col
+from aigc_eval.io.csv_io import InputError, read_rows, write_rows
 
 OUTPUT_COLUMNS = [col.ID, col.PROMPT, col.IMAGE_URL, col.CATEGORY, col.PRODUCT_IMAGE_URL, col.SOURCE_ID]
 log = logging.getLogger("aigc_eval")

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-import columns as col
+from aigc_eval import columns as col
 
 CLIP_DEFAULT_MODEL = "ViT-B-16"
 CLIP_DEFAULT_DIR = Path("~/.cache/clip").expanduser()  # cn_clip's own default download root

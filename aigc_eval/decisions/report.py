@@ -21,9 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import columns as col
-from csv_io import write_text_atomic
-from image_fetch import FetchConfig, ImageError, decode_image, fetch_image_bytes
+from aigc_eval import columns as col
+from aigc_eval.io.csv_io import write_text_atomic
+from aigc_eval.io.image_fetch import (
+    FetchConfig,
+    ImageError,
+    decode_image,
+    fetch_image_bytes,
+)
 
 THUMBNAIL_PX = 160
 THUMBNAIL_QUALITY = 82

@@ -3,7 +3,7 @@
 Real prompts arrive as JSON payloads (chat messages, parts lists, stringified JSON inside
 JSON, generation parameters beside the prompt), as tagged transcripts, or as commands
 ("不好看，重画", "do it again"). `clean_prompt` keeps the user's descriptive text; the
-word lists it uses live in data/prompt_rules.json, and the category-to-subject mapping
+word lists it uses live in data/prompt_rules.json beside this module, and the category-to-subject mapping
 used by `label_subject` in data/category_subjects.json, so both can be extended without
 touching code. `consumer_util.clean_prompt` is this module's function.
 """

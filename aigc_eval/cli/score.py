@@ -1,0 +1,125 @@
+"""Merge CLIPScore and Inception results into a weighted total per image, and decide.
+
+Merge mode (the article's command) reads result_clip.csv and result_is.csv (with
+result_is.json beside it), joins them on id and writes result_total.csv with a
+`regenerate` column (why an image should be generated again: clip_score below --min-clip,
+top-1 confidence below --min-confidence), result_category.csv (per-category counts,
+shares, means, spreads and IS, when there is a category column) and report.html:
+
+    python main.py --clip_weight 0.6 --is_weight 0.4
+
+Score mode scores a CSV with both models in one process, each image fetched and decoded
+once (prompts cleaned first, see evaluate_clipscore.py), writes result_clip.csv,
+result_is.csv and result_is.json, then merges and decides as above:
+
+    python main.py --input samples/sample.csv
+
+Compare mode sets two scored runs side by side (difference, 95% interval, t-test and rank
+test, paired on id when the runs share ids) and writes compare.csv:
+
+    python main.py --compare result_total_a.csv result_total_b.csv
+
+Normalisation before weighting: clip_norm = min(max(clip_score, 0), 0.6) / 0.6 (the
+article's practical CLIPScore range; --clip-ceiling changes 0.6), is_norm = per-image KL
+/ ln(number of classes), clipped to 0..1. total_score = (clip_weight * clip_norm +
+is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from aigc_eval import columns as col
+from aigc_eval import log
+from aigc_eval.cli.support import (
+    EXIT_OK,
+    EXIT_ROW_ERRORS,
+    add_cleaning_arguments,
+    add_column_arguments,
+    add_runtime_arguments,
+    cleaning_options_from,
+    flags,
+    new_parser,
+    run_cli,
+    runtime_options_from,
+    setup_logging,
+)
+from aigc_eval.decisions.merge import check_weights
+from aigc_eval.decisions.outputs import decide_and_write, run_compare
+from aigc_eval.decisions.rules import (
+    DEFAULT_MIN_CLIP,
+    DEFAULT_MIN_CONFIDENCE,
+    Thresholds,
+    format_summary,
+)
+from aigc_eval.scoring.combined import score_both
+from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
+from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = new_parser(__doc__)
+    parser.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
+    parser.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
+    parser.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
+                        help="CLIPScore that counts as a perfect match when normalising")
+    parser.add_argument("--input", type=Path, default=None, help="score this CSV with both metrics first, then merge")
+    parser.add_argument(*flags("clip-result"), dest="clip_result", type=Path, default=Path(col.DEFAULT_CLIP_OUTPUT),
+                        help="CLIPScore results (read, or written with --input)")
+    parser.add_argument(*flags("is-result"), dest="is_result", type=Path, default=Path(col.DEFAULT_IS_OUTPUT),
+                        help="Inception results (read, or written with --input); summary beside it as .json")
+    parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_TOTAL_OUTPUT), help="merged result CSV")
+    add_column_arguments(parser)
+    decisions = parser.add_argument_group("decisions and report")
+    decisions.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
+                           help="flag images whose clip_score is below this for regeneration")
+    decisions.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                           help="flag images whose Inception top-1 confidence is below this")
+    decisions.add_argument(*flags("category-output"), dest="category_output", type=Path,
+                           default=Path(col.DEFAULT_CATEGORY_OUTPUT), help="per-category table (with a category column)")
+    decisions.add_argument("--report", type=Path, default=Path(col.DEFAULT_REPORT), help="self-contained HTML report")
+    decisions.add_argument(*flags("no-report"), dest="no_report", action="store_true", help="do not write the HTML report")
+    decisions.add_argument("--compare", type=Path, nargs=2, metavar=("A.csv", "B.csv"), default=None,
+                           help="compare two scored runs instead (paired on id when they share ids)")
+    decisions.add_argument(*flags("compare-output"), dest="compare_output", type=Path,
+                           default=Path(col.DEFAULT_COMPARE_OUTPUT), help="where --compare writes its table")
+    scoring = parser.add_argument_group("scoring (with --input)")
+    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
+    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
+                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
+    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+    scoring.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS, help="IS splits")
+    add_cleaning_arguments(scoring)
+    add_runtime_arguments(scoring, batch_size=32)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> int:
+        if args.compare:
+            run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col)
+            return EXIT_OK
+        check_weights(args.clip_weight, args.is_weight)
+        thresholds = Thresholds(args.min_clip, args.min_confidence)
+        runtime = runtime_options_from(args)
+        if args.input is not None:
+            score_both(
+                args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
+                image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
+                splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
+            )
+        summary = decide_and_write(
+            args.clip_result, args.is_result, args.output, clip_weight=args.clip_weight, is_weight=args.is_weight,
+            id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col, category_col=args.category_col,
+            clip_ceiling=args.clip_ceiling, thresholds=thresholds, category_output=args.category_output,
+            report_path=None if args.no_report else args.report,
+            image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
+        )
+        log.info("wrote %s\n%s", args.output, format_summary(summary))
+        return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
