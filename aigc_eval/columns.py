@@ -40,6 +40,7 @@ KL = "kl"
 CLIP_NORM = "clip_norm"
 IS_NORM = "is_norm"
 TOTAL_SCORE = "total_score"
+PRODUCT_ERROR = "product_error"  # why an image has no product term (its product check failed)
 REGENERATE = "regenerate"  # reasons to regenerate the image, "; "-separated; empty when it is fine
 
 # The run summary (main.py), shown on stderr and in report.html.
@@ -58,6 +59,9 @@ SUM_REGENERATE = "regenerate_count"
 SUM_CLIP_WEIGHT = "clip_weight"
 SUM_IS_WEIGHT = "is_weight"
 SUM_WARNINGS = "warnings"
+SUM_PRODUCT_WEIGHT = "product_weight"  # with product checks only
+SUM_PRODUCT_MEAN = "product_score_mean"
+SUM_PRODUCT_ISSUES = "product_issue_count"
 
 # One row of the per-category table (category_report.csv and report.html).
 CAT_CATEGORY = "category"
@@ -70,6 +74,8 @@ CAT_TOTAL_STD = "total_score_std"
 CAT_IS = "inception_score"
 CAT_IS_IMAGES = "is_images"
 CAT_REGENERATE = "regenerate_count"
+CAT_PRODUCT_MEAN = "product_score_mean"  # with product checks only
+CAT_PRODUCT_ISSUES = "product_issue_count"  # images with at least one product issue
 
 # result_is.json, named as torch-fidelity names its keys.
 KEY_IS_MEAN = "inception_score_mean"
@@ -99,6 +105,7 @@ ERROR_TYPE_INVALID_ROW = "InvalidRow"
 DEFAULT_INPUT = "output.csv"
 DEFAULT_CLIP_OUTPUT = "result_clip.csv"
 DEFAULT_IS_OUTPUT = "result_is.csv"
+DEFAULT_PRODUCT_OUTPUT = "result_product.csv"  # its columns: aigc_eval/product/names.py
 DEFAULT_TOTAL_OUTPUT = "result_total.csv"
 DEFAULT_REPORT = "report.html"
 DEFAULT_CATEGORY_OUTPUT = "result_category.csv"

@@ -35,6 +35,13 @@ def _gradient(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
 
 def make_image(index: int, photos: list[Image.Image]) -> tuple[Image.Image, str]:
     """The index-th benchmark image and its file format (JPEG or PNG)."""
+    image, fmt, _ = make_image_and_cutout(index, photos)
+    return image, fmt
+
+
+def make_image_and_cutout(index: int, photos: list[Image.Image]) -> tuple[Image.Image, str, Image.Image]:
+    """The index-th benchmark image, its file format, and the merchant's cut-out it was made from
+    (the product at its source size, an RGBA PNG whose alpha is the elliptical mask)."""
     rng = np.random.default_rng(index)
     side = int(rng.integers(400, 1500))
     size = (side, int(side * rng.uniform(0.7, 1.3)))
@@ -42,30 +49,40 @@ def make_image(index: int, photos: list[Image.Image]) -> tuple[Image.Image, str]
         background = photos[int(rng.integers(len(photos)))].resize(size, Image.BICUBIC).filter(ImageFilter.GaussianBlur(3))
     else:
         background = _gradient(size, rng)
-    product = photos[int(rng.integers(len(photos)))]
-    scale = rng.uniform(0.4, 0.8) * min(size) / max(product.size)
-    product = product.resize((max(8, int(product.width * scale)), max(8, int(product.height * scale))), Image.BICUBIC)
+    source = photos[int(rng.integers(len(photos)))]
+    scale = rng.uniform(0.4, 0.8) * min(size) / max(source.size)
+    product = source.resize((max(8, int(source.width * scale)), max(8, int(source.height * scale))), Image.BICUBIC)
     mask = Image.new("L", product.size, 0)
     ImageDraw.Draw(mask).ellipse((0, 0, product.width - 1, product.height - 1), fill=255)
+    cutout = source.convert("RGBA")
+    cutout.putalpha(mask.resize(source.size, Image.BILINEAR))
     position = (int(rng.integers(0, size[0] - product.width + 1)), int(rng.integers(0, size[1] - product.height + 1)))
     kind = rng.random()
     if kind < 0.15:  # a transparent cut-out: the product alone on nothing
         canvas = Image.new("RGBA", size, (0, 0, 0, 0))
         canvas.paste(product, position, mask)
-        return canvas, "PNG"
+        return canvas, "PNG", cutout
     background.paste(product, position, mask)
-    return background.convert("RGB"), "PNG" if kind < 0.3 else "JPEG"
+    return background.convert("RGB"), "PNG" if kind < 0.3 else "JPEG", cutout
 
 
-def write_images(folder: Path, count: int) -> list[Path]:
-    """Write `count` benchmark images into `folder`; returns their paths."""
+def cutout_name(image_path: Path) -> str:
+    """The file name write_images(..., cutouts=True) gives an image's cut-out."""
+    return f"cutout_{image_path.stem.split('_')[-1]}.png"
+
+
+def write_images(folder: Path, count: int, cutouts: bool = False) -> list[Path]:
+    """Write `count` benchmark images into `folder` (and, with `cutouts`, the cut-out each was
+    made from, named by cutout_name); returns the images' paths."""
     folder.mkdir(parents=True, exist_ok=True)
     photos = [Image.open(path).convert("RGB") for path in sorted(SAMPLE_DIR.glob("*.jpg"))]
     paths = []
     for index in range(count):
-        image, fmt = make_image(index, photos)
+        image, fmt, cutout = make_image_and_cutout(index, photos)
         path = folder / f"product_{index:04d}.{'jpg' if fmt == 'JPEG' else 'png'}"
         image.save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 6}))
+        if cutouts:
+            cutout.save(folder / cutout_name(path), "PNG")
         paths.append(path)
     return paths
 

@@ -32,6 +32,7 @@ from typing import Sequence
 
 from aigc_eval import columns as col
 from aigc_eval import log
+from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     EXIT_OK,
     EXIT_ROW_ERRORS,
@@ -46,7 +47,11 @@ from aigc_eval.cli.support import (
     setup_logging,
 )
 from aigc_eval.decisions.merge import check_weights
-from aigc_eval.decisions.outputs import decide_and_write, run_compare
+from aigc_eval.decisions.outputs import (
+    DEFAULT_PRODUCT_WEIGHT,
+    decide_and_write,
+    run_compare,
+)
 from aigc_eval.decisions.rules import (
     DEFAULT_MIN_CLIP,
     DEFAULT_MIN_CONFIDENCE,
@@ -92,6 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     scoring.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS, help="IS splits")
     add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=32)
+    product = parser.add_argument_group(
+        "product checks (with --input when the input has the cut-out column; else merged from --product-result when it exists)")
+    product.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
+                         help="weight of product_score in total_score")
+    product.add_argument(*flags("product-result"), dest="product_result", type=Path,
+                         default=Path(col.DEFAULT_PRODUCT_OUTPUT), help="product check results (read, or written with --input)")
+    product.add_argument(*flags("no-product"), dest="no_product", action="store_true",
+                         help="no product checks, and no product term in the total")
+    add_product_arguments(product)
     args = parser.parse_args(argv)
     setup_logging(args.quiet)
 
@@ -100,20 +114,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col)
             return EXIT_OK
         check_weights(args.clip_weight, args.is_weight)
+        if args.product_weight < 0:
+            raise ValueError(f"--product-weight must not be negative, got {args.product_weight}")
         thresholds = Thresholds(args.min_clip, args.min_confidence)
         runtime = runtime_options_from(args)
+        product = None if args.no_product else product_options_from(args)
+        product_path = None if args.no_product or not args.product_result.is_file() else args.product_result
         if args.input is not None:
-            score_both(
+            checked = score_both(
                 args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
                 image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
                 splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
+                product=product, product_output=args.product_result,
             )
+            product_path = args.product_result if checked else None
+        elif product_path is not None:
+            log.info("merging the product checks in %s (--no-product leaves them out)", product_path)
         summary = decide_and_write(
             args.clip_result, args.is_result, args.output, clip_weight=args.clip_weight, is_weight=args.is_weight,
             id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col, category_col=args.category_col,
             clip_ceiling=args.clip_ceiling, thresholds=thresholds, category_output=args.category_output,
             report_path=None if args.no_report else args.report,
             image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
+            product_path=product_path, product_weight=args.product_weight, product_col=args.product_col,
         )
         log.info("wrote %s\n%s", args.output, format_summary(summary))
         return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK

@@ -77,6 +77,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, batch_size: int) -> N
                              "stem (up to Mixed_5c) kept in fp32, else fp32; fp32 is the reference; "
                              "bf16/fp16 apply to every layer of both models")
     parser.add_argument(*flags("batch-size"), dest="batch_size", type=int, default=batch_size, help="images per model batch")
+    add_fetch_arguments(parser)
+
+
+def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Fetching and cache options, and --quiet (fetch_config_from reads them)."""
     parser.add_argument("--workers", type=int, default=4, help="threads fetching and decoding images")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed for one image download")
     parser.add_argument("--retries", type=int, default=3, help="retries for connection errors, timeouts and HTTP 5xx")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aigc_eval import columns as col
 from aigc_eval.io.csv_io import InputError, read_rows
+from aigc_eval.product import names as pn
 from aigc_eval.scoring.inception import summary_path_for
 from aigc_eval.scoring.metrics import (
     DEFAULT_CLIP_CEILING,
@@ -139,3 +140,30 @@ def merge_score_files(
     known = set(lead + TOTAL_RESULT_COLUMNS + [col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.TOP1_CLASS])
     extra = [name for name in dict.fromkeys(clip_header + is_header) if name not in known]
     return lead + TOTAL_RESULT_COLUMNS + extra, merged, is_summary
+
+
+def merge_product_file(
+    columns: list[str], rows: list[dict[str, object]], product_path: Path, *, clip_weight: float, is_weight: float,
+    product_weight: float, id_col: str = col.ID,
+) -> list[str]:
+    """Join result_product.csv onto merged rows by id: each row gets product_score,
+    product_issues and the crop box, and an ok row with an ok product check gets the product
+    term in its total_score (weighted_total with `product_weight`). A failed product check
+    leaves the total as it was and says why in product_error. Returns the output columns."""
+    weighted_total(0.0, 0.0, clip_weight, is_weight, 0.0, product_weight)  # checks the weights
+    _, product_rows = read_rows(product_path, [id_col, pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, col.STATUS, col.ERROR])
+    index = _index_by_id(product_rows, id_col, product_path)
+    for row in rows:
+        checked = index.get(str(row.get(id_col, "")))
+        if checked is None:
+            row[col.PRODUCT_ERROR] = f"missing from {product_path.name}"
+            continue
+        row.update({name: checked.get(name, "") for name in (pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, pn.PRODUCT_CROP_BOX)})
+        if checked.get(col.STATUS) == col.STATUS_ERROR:
+            row[col.PRODUCT_ERROR] = checked.get(col.ERROR) or "not checked"
+        elif checked.get(col.STATUS) == col.STATUS_OK and row.get(col.STATUS) == col.STATUS_OK:
+            product = parse_score(checked, pn.PRODUCT_SCORE, id_col, product_path)
+            row[col.TOTAL_SCORE] = f"{weighted_total(float(row[col.CLIP_NORM]), float(row[col.IS_NORM]), clip_weight, is_weight, product, product_weight):.6f}"  # noqa: E501
+    at = columns.index(col.REGENERATE)
+    added = [pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, col.PRODUCT_ERROR, pn.PRODUCT_CROP_BOX]
+    return columns[:at] + added + [name for name in columns[at:] if name not in added]

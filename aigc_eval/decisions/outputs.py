@@ -8,10 +8,12 @@ from pathlib import Path
 from aigc_eval import columns as col
 from aigc_eval import log
 from aigc_eval.decisions.compare import COMPARE_COLUMNS, compare_runs, format_comparison
-from aigc_eval.decisions.merge import merge_score_files
+from aigc_eval.decisions.merge import merge_product_file, merge_score_files
 from aigc_eval.decisions.report import write_html_report
+from aigc_eval.decisions.report_product import PRODUCT_CSS, product_section
 from aigc_eval.decisions.rules import (
     Thresholds,
+    add_product_summary,
     category_table,
     imbalance_warning,
     regenerate_reasons,
@@ -23,6 +25,9 @@ from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 
 CATEGORY_COLUMNS = [col.CAT_CATEGORY, col.CAT_COUNT, col.CAT_SHARE, col.CAT_CLIP_MEAN, col.CAT_CLIP_STD,
                     col.CAT_TOTAL_MEAN, col.CAT_TOTAL_STD, col.CAT_IS, col.CAT_IS_IMAGES, col.CAT_REGENERATE]
+PRODUCT_CATEGORY_COLUMNS = [col.CAT_PRODUCT_MEAN, col.CAT_PRODUCT_ISSUES]
+# The product term's weight in total_score beside clip_weight 0.6 and is_weight 0.4: a third of the total.
+DEFAULT_PRODUCT_WEIGHT = 0.5
 
 
 def decide_and_write(
@@ -30,14 +35,21 @@ def decide_and_write(
     id_col: str = col.ID, prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL, category_col: str = col.CATEGORY,
     clip_ceiling: float = DEFAULT_CLIP_CEILING, thresholds: Thresholds | None = None,
     category_output: Path | None = None, report_path: Path | None = None, image_base_dir: Path | None = None,
-    fetch: FetchConfig | None = None,
+    fetch: FetchConfig | None = None, product_path: Path | None = None, product_weight: float = DEFAULT_PRODUCT_WEIGHT,
+    product_col: str = col.PRODUCT_IMAGE_URL,
 ) -> dict[str, object]:
-    """Merge the two result files, flag images to regenerate, and write result_total.csv, the
-    per-category CSV (when there is a category column) and report.html. Returns the run summary."""
+    """Merge the result files, flag images to regenerate, and write result_total.csv, the
+    per-category CSV (when there is a category column) and report.html. Returns the run summary.
+
+    With `product_path` (result_product.csv), the product term joins the total with
+    `product_weight` and the product issues join the regenerate reasons."""
     thresholds = thresholds or Thresholds()
     columns, rows, is_summary = merge_score_files(
         clip_path, is_path, clip_weight=clip_weight, is_weight=is_weight, id_col=id_col, prompt_col=prompt_col,
         image_col=image_col, clip_ceiling=clip_ceiling)
+    if product_path is not None:
+        columns = merge_product_file(columns, rows, product_path, clip_weight=clip_weight, is_weight=is_weight,
+                                     product_weight=product_weight, id_col=id_col)
     for row in rows:
         row[col.REGENERATE] = regenerate_reasons(row, thresholds)
     write_rows(output_path, columns, rows)
@@ -45,12 +57,21 @@ def decide_and_write(
     if category_col in columns:
         table = category_table(rows, category_col, is_summary.get(col.KEY_PER_CATEGORY, {}))
         if category_output:
-            write_rows(category_output, CATEGORY_COLUMNS, table)
+            write_rows(category_output, CATEGORY_COLUMNS + (PRODUCT_CATEGORY_COLUMNS if product_path else []), table)
     warnings = [is_summary.get(col.KEY_WARNING, ""), imbalance_warning(table)]
     summary = run_summary(rows, is_summary, clip_weight, is_weight, warnings)
+    if product_path is not None:
+        add_product_summary(summary, rows, product_weight)
     if report_path:
+        sections, css = [], ""
+        if product_path is not None:
+            sections = [("products", "Product issues: the cut-out beside where it was found",
+                         product_section(rows, fetch or FetchConfig(), image_base_dir, id_col=id_col, image_col=image_col,
+                                         product_col=product_col))]
+            css = PRODUCT_CSS
         write_html_report(report_path, summary=summary, rows=rows, categories=table, id_col=id_col,
-                          prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch)
+                          prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch,
+                          sections=sections, css=css)
     return summary
 
 

@@ -257,6 +257,9 @@ def summary_html(summary: dict[str, object]) -> str:
             f"bootstrap {interval}, n = {fmt(summary.get(col.SUM_IS_IMAGES), 0)} images",
         ),
         ("to regenerate", fmt(summary.get(col.SUM_REGENERATE), 0), "see the galleries"),
+        *([("mean product score", fmt(summary.get(col.SUM_PRODUCT_MEAN)),
+            f"{fmt(summary.get(col.SUM_PRODUCT_ISSUES), 0)} images with a product issue")]
+          if col.SUM_PRODUCT_MEAN in summary else []),
         (
             "weights",
             f"{fmt(summary.get(col.SUM_CLIP_WEIGHT), 2)} / {fmt(summary.get(col.SUM_IS_WEIGHT), 2)}",
@@ -279,7 +282,9 @@ def category_table(categories: Sequence[dict[str, object]]) -> str:
     """The per-category table (share is a fraction, shown as a percentage)."""
     if not categories:
         return '<p class="muted">No category column in the input, so no per-category table.</p>'
-    names = ("category", "images", "share", "CLIPScore", "total score", "Inception Score", "IS images", "to regenerate")
+    names = ["category", "images", "share", "CLIPScore", "total score", "Inception Score", "IS images", "to regenerate"]
+    with_product = any(to_float(cat.get(col.CAT_PRODUCT_MEAN)) is not None for cat in categories)
+    names += ["product score", "product issues"] if with_product else []
     head = "".join(f"<th>{name}</th>" for name in names)
     body = []
     for cat in categories:
@@ -294,6 +299,9 @@ def category_table(categories: Sequence[dict[str, object]]) -> str:
             f'<td class="num">{fmt(cat.get(col.CAT_IS_IMAGES), 0)}</td>',
             f'<td class="num">{fmt(cat.get(col.CAT_REGENERATE), 0)}</td>',
         ]
+        if with_product:
+            cells += [f'<td class="num">{fmt(cat.get(col.CAT_PRODUCT_MEAN))}</td>',
+                      f'<td class="num">{fmt(cat.get(col.CAT_PRODUCT_ISSUES), 0)}</td>']
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table class="categories"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -362,12 +370,15 @@ def write_html_report(
     fetch: FetchConfig | None = None,
     gallery_size: int = 12,
     title: str = "AI image quality report",
+    sections: Sequence[tuple[str, str, str]] = (),
+    css: str = "",
 ) -> None:
     """Write the self-contained report to `path` atomically.
 
     The galleries show the `gallery_size` ok rows with the lowest and with the highest
     total_score; thumbnails come through image_fetch (relative paths from `image_base_dir`),
     and one that cannot be fetched or decoded becomes a placeholder naming the reason.
+    `sections` adds (id, heading, HTML) sections after the galleries, styled by `css`.
     Raises ValueError for a negative `gallery_size`.
     """
     if gallery_size < 0:
@@ -396,7 +407,7 @@ def write_html_report(
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><style>{CSS}</style></head>
+<title>{esc(title)}</title><style>{CSS}{css}</style></head>
 <body><main>
 <h1>{esc(title)}</h1><p class="muted">Generated {esc(generated)} from {len(rows)} rows.</p>
 <section id="summary"><h2>Summary</h2>{summary_html(summary)}</section>
@@ -404,6 +415,7 @@ def write_html_report(
 <section id="categories"><h2>By category</h2>{category_table(categories)}</section>
 <section id="lowest"><h2>Lowest total score</h2>{gallery(lowest, "gallery-lowest")}</section>
 <section id="highest"><h2>Highest total score</h2>{gallery(highest, "gallery-highest")}</section>
+{"".join(f'<section id="{esc(key)}"><h2>{esc(heading)}</h2>{body}</section>' for key, heading, body in sections)}
 </main></body></html>
 """
     write_text_atomic(path, page)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from aigc_eval import columns as col
+from aigc_eval.product import names as pn
 
 DEFAULT_MIN_CLIP = 0.3  # the article's threshold for re-generation
 DEFAULT_MIN_CONFIDENCE = 0.15  # Inception top-1 probability; below it the product is rarely recognisable
@@ -43,6 +44,7 @@ def regenerate_reasons(row: dict[str, object], thresholds: Thresholds) -> str:
     confidence = float(row[col.TOP1_CONFIDENCE])
     if confidence < thresholds.min_confidence:
         reasons.append(f"top1_confidence {confidence:.3f} < {thresholds.min_confidence:g}")
+    reasons += [issue for issue in str(row.get(pn.PRODUCT_ISSUES) or "").split(";") if issue]
     return "; ".join(reasons)
 
 
@@ -75,6 +77,8 @@ def category_table(
             col.CAT_TOTAL_MEAN: total_mean, col.CAT_TOTAL_STD: total_std,
             col.CAT_IS: inception.get(col.KEY_IS_MEAN), col.CAT_IS_IMAGES: inception.get(col.KEY_NUM_IMAGES, 0),
             col.CAT_REGENERATE: sum(1 for r in members if r.get(col.REGENERATE)),
+            col.CAT_PRODUCT_MEAN: _mean_std(_ok_values(members, pn.PRODUCT_SCORE))[0],
+            col.CAT_PRODUCT_ISSUES: sum(1 for r in members if r.get(pn.PRODUCT_ISSUES)),
         })
     return table
 
@@ -112,6 +116,14 @@ def run_summary(
     }
 
 
+def add_product_summary(summary: dict[str, object], rows: Sequence[dict[str, object]], product_weight: float) -> None:
+    """The product figures of a run with product checks: its weight, mean product_score over ok
+    rows with a product score, and how many images have a product issue."""
+    summary[col.SUM_PRODUCT_WEIGHT] = product_weight
+    summary[col.SUM_PRODUCT_MEAN] = _mean_std(_ok_values(rows, pn.PRODUCT_SCORE))[0]
+    summary[col.SUM_PRODUCT_ISSUES] = sum(1 for r in rows if r.get(pn.PRODUCT_ISSUES))
+
+
 def _fmt(value: object, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -131,5 +143,8 @@ def format_summary(summary: dict[str, object]) -> str:
         f"over {_fmt(summary[col.SUM_IS_IMAGES])} images",
         f"to regenerate: {summary[col.SUM_REGENERATE]}",
     ]
+    if col.SUM_PRODUCT_MEAN in summary:
+        lines.insert(3, f"mean product_score {_fmt(summary[col.SUM_PRODUCT_MEAN])}, "
+                        f"images with a product issue: {summary[col.SUM_PRODUCT_ISSUES]}")
     lines += [f"warning: {w}" for w in summary[col.SUM_WARNINGS]]
     return "\n".join(lines)

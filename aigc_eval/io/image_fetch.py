@@ -9,6 +9,8 @@ transparency onto white and turns every mode into 8-bit RGB.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import os
@@ -21,9 +23,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 import requests
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from aigc_eval.io.csv_io import write_bytes_atomic
+from aigc_eval.io.url_guard import UnsafeURL, check_url, guarded_session
 
 try:  # libspng decodes PNGs in about three quarters of Pillow's time; absent where it has no wheel
     import pyspng
@@ -55,6 +58,9 @@ class FetchConfig:
     max_pixels: int = 64_000_000
     max_redirects: int = 5
     cache_dir: Path | None = field(default_factory=default_cache_dir)
+    # For URLs from untrusted callers (the HTTP service): http(s) only, and never to loopback,
+    # private, link-local or metadata addresses, redirects included (url_guard).
+    public_urls_only: bool = False
 
 
 class ImageCache:
@@ -97,7 +103,7 @@ def _session(config: FetchConfig) -> requests.Session:
     session = requests.Session()
     session.max_redirects = config.max_redirects
     session.headers["User-Agent"] = USER_AGENT
-    return session
+    return guarded_session(allow_private=False, base=session) if config.public_urls_only else session
 
 
 def _download(url: str, config: FetchConfig, session: requests.Session) -> bytes:
@@ -146,6 +152,16 @@ def fetch_image_with_digest(
     if not source:
         raise ImageError("empty image reference")
     scheme = urlparse(source).scheme.lower()
+    if scheme == "data":
+        data = decode_data_uri(source, config.max_bytes)
+        return data, content_digest(data)
+    if config.public_urls_only:
+        if scheme not in ("http", "https"):
+            raise ImageError(f"only http and https image URLs are accepted here, got {source[:200]!r}")
+        try:  # before the cache too: a cached private URL must not be served to a caller either
+            check_url(source)
+        except UnsafeURL as exc:
+            raise ImageError(str(exc)) from None
     if scheme in ("http", "https"):
         cache = ImageCache(config.cache_dir) if config.cache_dir else None
         cached = cache.get(source) if cache else None
@@ -168,11 +184,27 @@ def fetch_image_with_digest(
     return data, content_digest(data)
 
 
+def decode_data_uri(uri: str, max_bytes: int) -> bytes:
+    """The bytes of a base64 `data:` URI (how the HTTP service passes an uploaded image along the
+    fetch path); ImageError when it is not base64, not valid base64 or over `max_bytes`."""
+    head, _, payload = uri.partition(",")
+    if not head.lower().endswith(";base64"):
+        raise ImageError("a data: URI must be base64 (data:[<type>];base64,<data>)")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise ImageError(f"inline image is over the {max_bytes}-byte limit")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"inline image is not valid base64 ({exc})") from None
+
+
 def _download_with_retries(url: str, config: FetchConfig, session: requests.Session) -> bytes:
     attempts = config.retries + 1
     for attempt in range(1, attempts + 1):
         try:
             return _download(url, config, session)
+        except UnsafeURL as exc:  # a redirect to a refused address: not worth retrying
+            raise ImageError(str(exc)) from None
         except requests.TooManyRedirects:
             raise ImageError(f"too many redirects (more than {config.max_redirects}) for {url}") from None
         except ImageError as exc:
@@ -235,8 +267,10 @@ def _decode_png_fast(data: bytes, image: Image.Image) -> Image.Image | None:
     return Image.fromarray(pixels, image.mode)
 
 
-def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_size: int = 0) -> Image.Image:
-    """Decode bytes into an 8-bit RGB image with EXIF orientation applied (first frame if animated).
+def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_size: int = 0,
+                 keep_alpha: bool = False) -> Image.Image:
+    """Decode bytes into an 8-bit RGB image with EXIF orientation applied (first frame if animated);
+    with `keep_alpha`, an image with transparency stays RGBA (a product cut-out's alpha is its mask).
 
     With `draft_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
     width and height both stay at least `draft_size`, and any other image is shrunk by the
@@ -265,7 +299,8 @@ def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_si
             # Other formats have no draft mode: a box reduction by a whole factor is as cheap.
             # Pillow reduces RGBA premultiplied, so compositing afterwards gives the same
             # pixels (up to rounding) as compositing first, on a fraction of them.
-            return _onto_white(image.reduce(factor) if factor >= 2 else image)
+            image = image.reduce(factor) if factor >= 2 else image
+            return image if keep_alpha else _onto_white(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -276,6 +311,18 @@ def decode_image(data: bytes, max_pixels: int = FetchConfig.max_pixels, draft_si
         raise ImageError(f"not a recognised image format{hint}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"cannot decode image: {exc}") from None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of encoded image bytes as decode_image shows them (EXIF rotation applied),
+    read from the header alone; raises ImageError when the bytes are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"not a recognised image format ({exc})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def load_image(

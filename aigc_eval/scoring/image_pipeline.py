@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -65,6 +65,18 @@ class PixelTransform:
         return (pixels.float().div_(255.0) - mean) / std
 
 
+class RowCheck(Protocol):
+    """A check that runs on each decoded image in the worker threads, beside the models' inputs."""
+
+    decode_size: int  # decode images down to no less than this on their shorter side
+
+    def __call__(self, row: dict[str, str], image: Image.Image, data: bytes, session: Any) -> dict[str, object]: ...
+
+    def failed(self, reason: str) -> dict[str, object]:
+        """The result for a row whose image could not be fetched or decoded."""
+        ...
+
+
 class Stage(Protocol):
     """What a scorer offers the preparation step."""
 
@@ -83,6 +95,7 @@ class PreparedRow:
     inputs: list[torch.Tensor | None] = field(default_factory=list)
     cached: list[torch.Tensor | None] = field(default_factory=list)
     error: str = ""
+    extra: dict[str, object] = field(default_factory=dict)  # what `prepare_rows(extra=...)` gave
 
     @property
     def ok(self) -> bool:
@@ -97,8 +110,13 @@ def prepare_rows(
     workers: int = 4,
     base_dir: Path | None = None,
     ahead: int = 0,
+    extra: RowCheck | None = None,
 ) -> Iterator[PreparedRow]:
     """Yield a PreparedRow for every row, in order; image failures become `error` text.
+
+    `extra`, when given, runs in the worker thread on every decoded image (the product check):
+    its result goes to `PreparedRow.extra`, and images are then decoded down to no less than
+    its `decode_size` and always decoded, cached features or not.
 
     Relative image paths are read from `base_dir` (the input CSV's folder). JPEGs are
     decoded at the smallest DCT scale that still covers the largest model input. At most
@@ -106,7 +124,7 @@ def prepare_rows(
     two batches' worth keeps the workers busy while a model loads.
     """
     local = threading.local()
-    decode_size = max(stage.input_size for stage in stages)
+    decode_size = max([stage.input_size for stage in stages] + [extra.decode_size if extra else 0])
 
     def prepare(row: dict[str, str]) -> PreparedRow:
         if not hasattr(local, "session"):
@@ -115,14 +133,19 @@ def prepare_rows(
             data, digest = fetch_image_with_digest(row.get(image_col, ""), config, local.session, base_dir)
             cached = [stage.cached_features(digest) for stage in stages]
             inputs: list[torch.Tensor | None] = [None] * len(stages)
-            if any(c is None for c in cached):
+            checked: dict[str, object] = {}
+            if any(c is None for c in cached) or extra is not None:
                 image = decode_image(data, config.max_pixels, decode_size)
                 inputs = [stage.transform(image) if c is None else None for stage, c in zip(stages, cached)]
-            return PreparedRow(row, digest, inputs, cached)
+                checked = extra(row, image, data, local.session) if extra is not None else {}
+            return PreparedRow(row, digest, inputs, cached, extra=checked)
         except ImageError as exc:
-            return PreparedRow(row, error=str(exc))
+            return _failed(row, str(exc))
         except Exception as exc:  # a transform or codec failing on one odd image must not stop the run
-            return PreparedRow(row, error=f"cannot prepare image: {type(exc).__name__}: {exc}")
+            return _failed(row, f"cannot prepare image: {type(exc).__name__}: {exc}")
+
+    def _failed(row: dict[str, str], reason: str) -> PreparedRow:
+        return PreparedRow(row, error=reason, extra=extra.failed(reason) if extra is not None else {})
 
     window = max(max(1, workers) * 8, ahead)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:

@@ -143,17 +143,34 @@ class InceptionScorer:
     def submit_batch(self, items: Sequence[PreparedRow], lanes: ModelLanes, slot: int = 0) -> Callable[[], None]:
         """Queue this batch's images in `lanes`, split across them, and return a function that
         waits for them and adds the batch (add_batch)."""
+        logits = self.submit_logits(items, lanes, slot)
+        return lambda: self.record(items, logits())
+
+    def submit_logits(self, items: Sequence[PreparedRow], lanes: ModelLanes, slot: int = 0) -> Callable[[], list[torch.Tensor]]:
+        """Queue this batch's images in `lanes`, split across them; the returned function waits
+        for them and returns batch_logits."""
         inputs = pending_inputs(items, slot)
         logits = lanes.split(self.classify, inputs) if inputs is not None else None
-        return lambda: self.add_batch(items, slot, logits.result() if logits is not None else None)
+        return lambda: self.batch_logits(items, slot, logits.result() if logits is not None else None)
 
     def add_batch(self, items: Sequence[PreparedRow], slot: int = 0, computed: torch.Tensor | None = None) -> None:
         """Classify the rows that have an image (or take `computed`, the logits of the batch's
         pending_inputs, when they were computed elsewhere); remember every row's outcome."""
+        self.record(items, self.batch_logits(items, slot, computed))
+
+    def batch_logits(self, items: Sequence[PreparedRow], slot: int = 0,
+                     computed: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The logits of the batch's ok rows, in order: from the score cache, from `computed` (the
+        logits of the batch's pending_inputs computed elsewhere) or classified now; new ones are
+        written to the cache."""
         logits, new = features_for(items, slot, self.classify, computed)
         self.computed, self.reused = self.computed + len(new), self.reused + len(logits) - len(new)
         if self.cache:
             self.cache.put_many("inception_logits", self.model_key, new)
+        return logits
+
+    def record(self, items: Sequence[PreparedRow], logits: Sequence[torch.Tensor]) -> None:
+        """Remember a batch's rows and the logits of its ok rows, for results()."""
         self._logits.extend(logits)
         for item in items:
             self.rows.append(item.row)

@@ -131,10 +131,34 @@ def normalise_kl(kl: float, num_classes: int) -> float:
     return min(max(kl / math.log(num_classes), 0.0), 1.0)
 
 
-def weighted_total(clip_norm: float, is_norm: float, clip_weight: float, is_weight: float) -> float:
-    """(clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight), in 0..1."""
-    if clip_weight < 0 or is_weight < 0:
-        raise ValueError(f"weights must not be negative, got clip_weight={clip_weight} and is_weight={is_weight}")
+def weighted_total(clip_norm: float, is_norm: float, clip_weight: float, is_weight: float,
+                   product: float | None = None, product_weight: float = 0.0) -> float:
+    """(clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight), in 0..1; with a
+    `product` score (0..1), (clip_weight * clip_norm + is_weight * is_norm + product_weight *
+    product) / (clip_weight + is_weight + product_weight)."""
+    if clip_weight < 0 or is_weight < 0 or product_weight < 0:
+        raise ValueError(f"weights must not be negative, got clip_weight={clip_weight}, is_weight={is_weight} "
+                         f"and product_weight={product_weight}")
     if clip_weight + is_weight == 0:
         raise ValueError("clip_weight and is_weight are both 0; give at least one a positive weight")
-    return (clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight)
+    if product is None:
+        return (clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight)
+    return (clip_weight * clip_norm + is_weight * is_norm + product_weight * product) / (
+        clip_weight + is_weight + product_weight)
+
+
+def kl_to_marginal(logits: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:
+    """KL(p(y|x_i) || p_ref(y)) in nats for each row of (N, C) `logits`, against a fixed
+    reference marginal `marginal` (C probabilities), in float64.
+
+    The single-image Inception term the HTTP service uses: IS is defined against a batch's own
+    mean prediction (per_image_kl); one image has no batch, so a reference batch's mean softmax
+    stands in for it. With that batch's own marginal this equals per_image_kl of that batch.
+    Reference probabilities that are 0 are floored at 1e-300 so the result stays finite.
+    """
+    if logits.dim() != 2 or marginal.dim() != 1 or logits.shape[1] != marginal.shape[0]:
+        raise ValueError(f"expected (N, C) logits and a C-vector marginal, got {tuple(logits.shape)} and "
+                         f"{tuple(marginal.shape)}")
+    log_p = logits.double().log_softmax(dim=1)
+    log_ref = marginal.double().clamp_min(1e-300).log()
+    return (log_p.exp() * (log_p - log_ref)).sum(dim=1)

@@ -1,0 +1,208 @@
+"""Is the product in the generated image the merchant's, unchanged?
+
+The cut-out is warped onto the canvas with the found placement and both are compared on a common
+grid where the product's long side is at most `long_side` px (192 by default; 384 for
+sharpness). The mask is eroded by `erode_px(...)` (2 % of the product's long side, at least 5 px:
+the radius of SSIM's Gaussian window, so no SSIM window reaches the new background), and the rim
+between the mask and its erosion is judged separately by `edge_score`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from skimage.color import deltaE_ciede2000, rgb2lab
+from skimage.metrics import structural_similarity
+
+from . import geometry as geo
+from .cutout import Cutout
+
+ERODE_FRACTION = 0.02
+ERODE_MIN_PX = 5
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """Generated crop and warped cut-out on one grid: `generated`, `reference` (h, w, 3) uint8,
+    `mask` (h, w) bool = the warped product mask inside the canvas."""
+
+    generated: np.ndarray
+    reference: np.ndarray
+    mask: np.ndarray
+
+
+def erode_px(mask: np.ndarray) -> int:
+    """Erosion radius for a mask: max(5, round(2 % of its bounding box's long side))."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return ERODE_MIN_PX
+    long_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    return max(ERODE_MIN_PX, round(ERODE_FRACTION * long_side))
+
+
+def erode(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Binary erosion with a (2 pixels + 1) square, the shape of skimage's SSIM window (radius 5
+    for σ=1.5), so no window centred on the eroded mask reaches outside the mask; outside the
+    array counts as background."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * pixels + 1, 2 * pixels + 1))
+    out = cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.astype(bool)
+
+
+def align(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: float = 192,
+          mimic_upscale: bool = False) -> Aligned | None:
+    """Warp the cut-out (and its mask) under `matrix` (original cut-out -> canvas px) onto the
+    canvas crop around the product, both resampled so the product's long side <= `long_side`.
+    The cut-out is first shrunk by a pyramid (as the canvas crop is) so that neither side of
+    the comparison is aliased; the residual rotation and sub-pixel shift use INTER_LINEAR.
+    With `mimic_upscale`, a cut-out that the generator enlarged is enlarged to canvas scale
+    first and then shrunk with the canvas, so both sides went through the same two resamplings
+    (otherwise the reference is sharper than any upscale-then-shrink and detail looks lost)."""
+    matrix_crop = geo.compose(matrix, geo.translation(cut.origin[0], cut.origin[1]))
+    scale, _ = geo.decompose(matrix_crop)
+    product_long = max(cut.mask.shape) * scale
+    k = min(1.0, long_side / product_long)
+    if mimic_upscale and scale > 1.0 and k < 1.0:
+        full = align(generated, cut, matrix, math.inf)
+        if full is None:
+            return None
+        gen, _ = geo.resize_by(full.generated, k)
+        ref, _ = geo.resize_to(full.reference, gen.shape[1::-1])
+        mask = geo.resize_to(full.mask.astype(np.float32), gen.shape[1::-1])[0] >= 0.5
+        return Aligned(np.ascontiguousarray(gen), ref, mask) if mask.any() else None
+    reference, to_ref = geo.resize_by(cut.rgb, scale * k) if scale * k < 1 else (
+        cut.rgb, geo.resize_matrix(1.0, 1.0))
+    mask_small = (geo.resize_to(cut.mask.astype(np.float32), reference.shape[1::-1])[0]
+                  if reference is not cut.rgb else cut.mask.astype(np.float32))
+    h, w = cut.mask.shape
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
+    mapped = corners @ matrix_crop.T
+    margin = 0.05 * product_long + 8 / k
+    height, width = generated.shape[:2]
+    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
+    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
+    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
+    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    crop, to_crop = geo.resize_by(generated[y0:y1, x0:x1], k)
+    warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop, geo.invert(to_ref))
+    size = crop.shape[1::-1]
+    warped = cv2.warpAffine(reference, warp, size, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    warped_mask = cv2.warpAffine(mask_small, warp, size, flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 0.5
+    if warped_mask.sum() == 0:
+        return None
+    return Aligned(np.ascontiguousarray(crop), warped, warped_mask)
+
+
+def sample_mask(mask: np.ndarray, stride: int = 2) -> np.ndarray:
+    """The mask's pixels on every `stride`-th row and column: the sample the colour mean is
+    taken over (colour varies slowly; this quarters the cost of CIEDE2000)."""
+    out = np.zeros_like(mask)
+    out[::stride, ::stride] = mask[::stride, ::stride]
+    return out
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """skimage's full SSIM map of two RGB uint8 images, per channel (h, w, 3)."""
+    _, full = structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, data_range=255, full=True)
+    return full
+
+
+SSIM_RADIUS = 5  # skimage's Gaussian window: int(3.5 * 1.5 + 0.5)
+
+
+def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of skimage's full SSIM map (Gaussian window σ=1.5, population covariance, data
+    range 255, all three channels) over the mask's pixels. 1 = identical. The map is computed
+    on the mask's bounding box plus the window's radius (+1), which gives the same values at
+    the mask's pixels as the whole image does, at a fraction of the cost."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return math.nan
+    pad = SSIM_RADIUS + 1
+    y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+    window = (slice(y0, y1), slice(x0, x1))
+    return float(ssim_map(a[window], b[window])[mask[window]].mean())
+
+
+def delta_e(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-pixel CIEDE2000 between two RGB uint8 images (sRGB, D65), at the mask's pixels only
+    (Lab is computed for those pixels alone: same numbers, a fraction of the cost)."""
+    lab_a = rgb2lab(a[mask][:, None, :])
+    lab_b = rgb2lab(b[mask][:, None, :])
+    return deltaE_ciede2000(lab_a, lab_b)[:, 0]
+
+
+def mean_delta_e(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean CIEDE2000 over the mask: deltaE_ciede2000(rgb2lab(a), rgb2lab(b))[mask].mean()."""
+    return float(delta_e(a, b, mask).mean())
+
+
+def laplacian_energy(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared response of the 3x3 Laplacian of the grey image (0..255) over the mask."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    response = cv2.Laplacian(gray, cv2.CV_32F, ksize=3, borderType=cv2.BORDER_REFLECT)
+    return float(np.square(response[mask], dtype=np.float64).mean())
+
+
+def sharpness_ratio(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray,
+                    floor: float = 4.0) -> float:
+    """Detail kept: laplacian_energy(generated) / laplacian_energy(reference) over the mask, on
+    the same grid. ~1 unchanged, < 1 softer (Gaussian σ=2 px leaves ~0.1 on textured products),
+    > 1 crisper or noisier. A reference with energy under `floor` (a flat product, nothing to
+    lose) gives 1."""
+    reference_energy = laplacian_energy(reference, mask)
+    if reference_energy < floor:
+        return 1.0
+    return laplacian_energy(generated, mask) / reference_energy
+
+
+def structure_map(a: np.ndarray, b: np.ndarray, smooth_sigma: float = 2.0) -> np.ndarray:
+    """Content agreement per pixel: SSIM map (skimage, Gaussian window σ=1.5) of the grey images
+    after a Gaussian blur of σ=`smooth_sigma` px and a 2x shrink (INTER_AREA) of both, resized
+    back (INTER_LINEAR) to the input grid. The blur takes sharpness and JPEG noise out, so what
+    stays low is different content; working at half size quarters the cost."""
+    def prepare(rgb: np.ndarray) -> np.ndarray:
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        gray = cv2.GaussianBlur(gray, (0, 0), smooth_sigma)
+        half = (max(1, gray.shape[1] // 2), max(1, gray.shape[0] // 2))
+        return cv2.resize(gray, half, interpolation=cv2.INTER_AREA).astype(np.float64)
+
+    small_a, small_b = prepare(a), prepare(b)
+    if min(small_a.shape) < 7:  # skimage's window needs 7 px
+        return np.ones(a.shape[:2])
+    _, full = structural_similarity(small_a, small_b, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, data_range=255, full=True)
+    return cv2.resize(full.astype(np.float32), a.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def altered_mask(structure: np.ndarray, mask: np.ndarray, ssim_tolerance: float = 0.5) -> np.ndarray:
+    """Pixels of the mask whose structure agreement is below `ssim_tolerance`."""
+    return mask & (structure < ssim_tolerance)
+
+
+def altered_share(structure: np.ndarray, mask: np.ndarray, ssim_tolerance: float = 0.5) -> float:
+    """Share of the mask where structure_map < `ssim_tolerance`: product area painted over,
+    hallucinated, or displaced by a distortion."""
+    return float(altered_mask(structure, mask, ssim_tolerance).sum() / max(1, mask.sum()))
+
+
+def edge_score(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, band_px: int,
+               tolerance: float = 20.0, interior_delta_e: float = 0.0) -> float:
+    """Share of the product's rim (inside the outline, from 1 px to `band_px` px deep) whose
+    CIEDE2000 to the cut-out is within max(`tolerance`, 2 x `interior_delta_e`): 1 = the outline
+    is intact, low = new background painted into or over it. The interior's median ΔE raises
+    the bar so a product recoloured all over is reported as recoloured, not as a broken edge.
+    The outermost pixel is left out: it is a blend of product and background by construction."""
+    rim = erode(mask, 1) & ~erode(mask, band_px)
+    if rim.sum() == 0:
+        return 1.0
+    limit = max(tolerance, 2.0 * interior_delta_e)
+    return float((delta_e(generated, reference, rim) <= limit).mean())

@@ -1,0 +1,294 @@
+"""Find the merchant's cut-out inside the generated image: scale, shift, small rotation.
+
+Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
+1. ORB features detected inside the (eroded) product mask, matched to the whole canvas with
+   Lowe's ratio test, and a RANSAC affine fit (cv2.estimateAffine2D) whose nearest similarity
+   is the candidate. ORB rather than SIFT because SIFT costs ~90 ms on a 512 px canvas on one
+   core, over this check's whole budget; ORB costs ~5 ms.
+   If ORB fails (a smooth product on a busy background), SIFT (cv2.SIFT_create) on a 384 px
+   canvas, same matching and RANSAC.
+2. If features fail (a textureless product), masked multi-scale template matching
+   (cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side 128 px).
+3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
+   product's comparison size (<= 192 px long side), kept only if it raises the correlation.
+
+Confidence = Pearson correlation of grey levels between the cut-out and the canvas sampled
+under the final placement, over the eroded product mask, clipped to 0..1. The product counts as
+found when confidence >= `min_confidence` (0.3) for a feature match, which RANSAC has already
+verified geometrically, or >= `min_template_confidence` (0.8) for a template match."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import geometry as geo
+from .cutout import Cutout
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the cut-out sits in the generated image.
+
+    matrix: 2x3 similarity mapping ORIGINAL cut-out pixel coordinates (before cropping to the
+    mask) to canvas pixel coordinates; offset_x/offset_y = where the cut-out's top-left pixel
+    lands; rotation_deg counter-clockwise as displayed; stretch: anisotropy of the best affine
+    fit (0 = undistorted); method: "features", "template", "known" or "none"."""
+
+    found: bool
+    scale: float
+    rotation_deg: float
+    offset_x: float
+    offset_y: float
+    confidence: float
+    matrix: np.ndarray = field(repr=False)
+    stretch: float = 0.0
+    method: str = "none"
+
+
+NOT_FOUND = Placement(False, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros((2, 3)), 0.0, "none")
+
+
+def known_placement(scale: float, offset_x: float, offset_y: float,
+                    rotation_deg: float = 0.0) -> Placement:
+    """A placement given by the generation request (original cut-out's top-left at the offset);
+    check_product then skips the search."""
+    matrix = geo.similarity(scale, rotation_deg, offset_x, offset_y)
+    return Placement(True, float(scale), float(rotation_deg), float(offset_x), float(offset_y),
+                     1.0, matrix, 0.0, "known")
+
+
+def _placement(matrix_crop: np.ndarray, cut: Cutout, confidence: float, stretch_value: float,
+               method: str, found: bool) -> Placement:
+    matrix = geo.compose(matrix_crop, geo.translation(-cut.origin[0], -cut.origin[1]))
+    scale, rotation = geo.decompose(matrix)
+    return Placement(found, scale, rotation, float(matrix[0, 2]), float(matrix[1, 2]),
+                     confidence, matrix, stretch_value, method)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _eroded(mask: np.ndarray, pixels: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
+    return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _cutout_keypoints(cut: Cutout, detector: str):
+    """(points (N, 2) in the shrunk cut-out, descriptors, cut-out -> shrunk mapping)."""
+    small, to_small = geo.resize_to_long_side(cut.rgb, 256)
+    small_mask = cv2.resize(cut.mask.astype(np.uint8), small.shape[1::-1],
+                            interpolation=cv2.INTER_NEAREST)
+    pad = 32  # ORB ignores keypoints within its patch size of the border
+    padded = cv2.copyMakeBorder(_gray(small), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    padded_mask = cv2.copyMakeBorder(_eroded(small_mask, 2) * 255, pad, pad, pad, pad,
+                                     cv2.BORDER_CONSTANT, value=0)
+    if detector == "orb":
+        find = cv2.ORB_create(nfeatures=500, scaleFactor=1.2, nlevels=10, edgeThreshold=31,
+                              fastThreshold=12, patchSize=31)
+    else:
+        find = cv2.SIFT_create(nfeatures=500, contrastThreshold=0.03)
+    keypoints, descriptors = find.detectAndCompute(padded, padded_mask)
+    points = np.float32([kp.pt for kp in keypoints]).reshape(-1, 2) - pad
+    return points, descriptors, to_small
+
+
+def _feature_candidate(generated: np.ndarray, cut: Cutout, work_long_side: int,
+                       min_inliers: int, detector: str = "orb") -> np.ndarray | None:
+    """Affine (cropped cut-out -> canvas px) from ORB or SIFT features + RANSAC, or None.
+    Cut-out keypoints are detected inside the mask eroded by 2 px, so they describe the product
+    rather than its old background; the canvas is searched whole."""
+    canvas, to_canvas = geo.resize_to_long_side(generated, work_long_side, cv2.INTER_LINEAR)
+    if detector == "orb":
+        # Busy backgrounds (gravel, foliage, star fields) win ORB's keypoint ranking, so the
+        # canvas keeps many; with 1500 a smooth product on gravel kept too few to match.
+        find_canvas = cv2.ORB_create(nfeatures=3000, scaleFactor=1.2, nlevels=10,
+                                     edgeThreshold=31, fastThreshold=12, patchSize=31)
+        norm = cv2.NORM_HAMMING
+    else:
+        find_canvas = cv2.SIFT_create(nfeatures=3000, contrastThreshold=0.03)
+        norm = cv2.NORM_L2
+    key = ("keypoints", detector)
+    if key not in cut.cache:  # one cut-out is checked against many generated images
+        cut.cache[key] = _cutout_keypoints(cut, detector)
+    pts_cut, des_cut, to_small = cut.cache[key]
+    kp_canvas, des_canvas = find_canvas.detectAndCompute(_gray(canvas), None)
+    if des_cut is None or des_canvas is None or len(pts_cut) < min_inliers or len(kp_canvas) < 2:
+        return None
+    pairs = cv2.BFMatcher(norm).knnMatch(des_cut, des_canvas, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < min_inliers:
+        return None
+    src = pts_cut[[m.queryIdx for m in good]]
+    dst = np.float32([kp_canvas[m.trainIdx].pt for m in good])
+    cv2.setRNGSeed(12345)  # RANSAC sampling, so results repeat run to run
+    affine, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                           maxIters=2000, confidence=0.995, refineIters=10)
+    if affine is None or int(inliers.sum()) < min_inliers or geo.stretch(affine) > 0.35:
+        # Few, clustered inliers can give a wildly sheared affine; a similarity (4 degrees of
+        # freedom instead of 6) is the sturdier fit then.
+        affine, inliers = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=2000,
+            confidence=0.995, refineIters=10)
+        if affine is None or int(inliers.sum()) < min_inliers:
+            return None
+    return geo.compose(geo.invert(to_canvas), affine, to_small)
+
+
+def _template_candidate(generated: np.ndarray, cut: Cutout) -> np.ndarray | None:
+    """Similarity without rotation (cropped cut-out -> canvas px) from masked multi-scale
+    TM_CCOEFF_NORMED on a grey 128 px canvas; the product's long side is searched from 8 % to
+    100 % of the canvas's long side in steps of x1.15."""
+    work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
+    canvas, to_canvas = geo.resize_to_long_side(_gray(work), 128)
+    to_canvas = geo.compose(to_canvas, to_work)
+    canvas = canvas.astype(np.float32)
+    gray_cut = _gray(cut.rgb)
+    long_side = max(cut.mask.shape)
+    best: tuple[float, np.ndarray] | None = None
+    size = 0.08 * max(canvas.shape[:2])
+    while size <= max(canvas.shape[:2]):
+        templ, to_templ = geo.resize_by(gray_cut, size / long_side)
+        templ_mask = cv2.resize(cut.mask.astype(np.uint8), templ.shape[1::-1],
+                                interpolation=cv2.INTER_NEAREST)
+        size *= 1.15
+        if templ.shape[0] > canvas.shape[0] or templ.shape[1] > canvas.shape[1]:
+            continue
+        scores = cv2.matchTemplate(canvas, templ.astype(np.float32), cv2.TM_CCOEFF_NORMED,
+                                   mask=templ_mask)
+        scores = np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0)
+        _, value, _, loc = cv2.minMaxLoc(scores)
+        if best is None or value > best[0]:
+            best = (value, geo.compose(geo.translation(loc[0], loc[1]), to_templ))
+    if best is None:
+        return None
+    return geo.compose(geo.invert(to_canvas), best[1])
+
+
+def _refine_space(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: int):
+    """Cut-out and canvas crop resampled so the product is about `long_side` px in both.
+    Returns (template grey, template mask, canvas grey crop, cut->template, canvas->crop)."""
+    scale, _ = geo.decompose(matrix)
+    product_long = max(cut.mask.shape)
+    target = min(long_side, product_long, scale * product_long)
+    templ, to_templ = geo.resize_by(cut.rgb, target / product_long)
+    templ_mask = (cut.mask if templ is cut.rgb else
+                  geo.resize_to(cut.mask.astype(np.float32), templ.shape[1::-1])[0] >= 0.5)
+    templ_mask = templ_mask.astype(np.uint8)
+    h, w = cut.mask.shape
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
+    mapped = corners @ matrix.T
+    margin = 0.15 * scale * product_long + 8
+    height, width = generated.shape[:2]
+    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
+    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
+    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
+    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    crop, to_crop = geo.resize_by(generated[y0:y1, x0:x1], target / (scale * product_long))
+    to_crop = geo.compose(to_crop, geo.translation(-x0, -y0))
+    return _gray(templ), templ_mask, _gray(crop), to_templ, to_crop
+
+
+def correlation(templ: np.ndarray, templ_mask: np.ndarray, crop: np.ndarray,
+                warp: np.ndarray) -> float:
+    """Pearson correlation of grey levels over the eroded template mask, where `warp` maps
+    template coordinates into `crop`; pixels that land outside the crop are left out."""
+    size = templ.shape[1::-1]
+    sampled = cv2.warpAffine(crop, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = cv2.warpAffine(np.ones_like(crop), warp, size,
+                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = (_eroded(templ_mask, 2) > 0) & (inside > 0)
+    if valid.sum() < 30:
+        return 0.0
+    a = templ[valid].astype(np.float64)
+    b = sampled[valid].astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def _refine(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
+            long_side: int) -> tuple[np.ndarray, float, float]:
+    """ECC-refine; returns (affine cut->canvas, confidence, stretch)."""
+    space = _refine_space(generated, cut, matrix, long_side)
+    if space is None:
+        return matrix, 0.0, geo.stretch(matrix)
+    templ, templ_mask, crop, to_templ, to_crop = space
+    start = geo.compose(to_crop, matrix, geo.invert(to_templ))
+    before = correlation(templ, templ_mask, crop, start)
+    warp = start.astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-4)
+    try:
+        _, warp = cv2.findTransformECCWithMask(
+            templ.astype(np.float32), crop.astype(np.float32), _eroded(templ_mask, 2) * 255, None, warp,
+            cv2.MOTION_AFFINE, criteria, 5)
+    except cv2.error:  # ECC throws when it diverges; the unrefined estimate stands
+        return matrix, max(0.0, before), geo.stretch(matrix)
+    after = correlation(templ, templ_mask, crop, warp.astype(np.float64))
+    refined = geo.compose(geo.invert(to_crop), warp.astype(np.float64), to_templ)
+    if after <= before or _drifted(matrix, refined, cut):
+        return matrix, max(0.0, before), geo.stretch(matrix)
+    return refined, max(0.0, after), geo.stretch(refined)
+
+
+def _drifted(start: np.ndarray, refined: np.ndarray, cut: Cutout) -> bool:
+    """ECC is a local refinement: a result far from its start (scale changed > 25 %, centre
+    moved > 25 % of the product's size, or stretched > 35 %) is the correlation fitting
+    whatever lies there, not the product, so it is not trusted."""
+    h, w = cut.mask.shape
+    centre = np.array([w / 2.0, h / 2.0, 1.0])
+    scale_start, _ = geo.decompose(start)
+    scale_refined, _ = geo.decompose(refined)
+    moved = float(np.linalg.norm(refined @ centre - start @ centre))
+    return (abs(scale_refined / scale_start - 1.0) > 0.25
+            or moved > 0.25 * scale_start * max(h, w) or geo.stretch(refined) > 0.35)
+
+
+def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
+           min_template_confidence: float = 0.8,
+           max_rotation_deg: float = 15.0, work_long_side: int = 512,
+           refine_long_side: int = 192, sift_long_side: int = 384, min_inliers: int = 6,
+           method: str = "auto") -> Placement:
+    """Estimate the cut-out's placement in `generated` (RGB uint8); see the module docstring.
+    `method`: "auto" (ORB, then SIFT, then template), "features" (ORB), "sift" or "template"."""
+    def candidates():
+        if method in ("auto", "features"):
+            yield "features", _feature_candidate(generated, cut, work_long_side, min_inliers)
+        if method in ("auto", "sift"):
+            # ~5x ORB's cost, only reached when ORB failed (smooth product, busy background).
+            yield "sift", _feature_candidate(generated, cut, sift_long_side, min_inliers, "sift")
+        if method in ("auto", "template"):
+            yield "template", _template_candidate(generated, cut)
+
+    best: Placement = NOT_FOUND
+    centre = (cut.mask.shape[1] / 2.0, cut.mask.shape[0] / 2.0)
+    for name, affine in candidates():
+        if affine is None:
+            continue
+        sim = geo.nearest_similarity(affine, centre)
+        scale, rotation = geo.decompose(sim)
+        if not (abs(rotation) <= max_rotation_deg and 0.02 <= scale <= 50.0):
+            continue
+        refined, confidence, stretch_value = _refine(generated, cut, affine, refine_long_side)
+        sim = geo.nearest_similarity(refined, centre)
+        scale, rotation = geo.decompose(sim)
+        plausible = abs(rotation) <= max_rotation_deg and 0.02 <= scale <= 50.0
+        # A template peak has no geometric verification (RANSAC inliers give features theirs),
+        # so it needs stronger photometric evidence.
+        needed = min_template_confidence if name == "template" else min_confidence
+        found = plausible and confidence >= needed
+        placement = _placement(sim, cut, confidence, stretch_value, name, found)
+        if placement.found or placement.confidence > best.confidence:
+            best = placement
+        if placement.found:
+            break
+    return best

@@ -1,0 +1,333 @@
+"""The case set for the product checks, built at test time from real photographs.
+
+Products (cut-outs with real, object-shaped masks): the coffee cup and the astronaut and the
+cat's face segmented with cv2.grabCut from scikit-image's sample photos (CC0 / public domain),
+samples/images/coffee_cutout.png (CC0, elliptical alpha), and scikit-image's retina photo used as
+a cut-out WITHOUT alpha (the fundus on its black surround: the uniform-background path).
+Backgrounds: other real photos (Hubble deep field, IHC slide, rocket launch, gravel, grass,
+brick) and studio-style gradients. Generated images are composited, edited as each case kind
+says, and saved and re-read as JPEG (quality 85-95) or PNG. Everything random is seeded."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data as skdata
+from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Expected issue per kind (None = must pass with no issue).
+KINDS: dict[str, str | None] = {
+    "exact": None, "scaled_moved": None, "rotated": None, "jpeg85": None, "colour_grade": None,
+    "soft_shadow": None, "profile_fit": None,
+    "hue_rotated": "product_recoloured", "colour_cast": "product_recoloured",
+    "blurred": "product_blurred", "painted_over": "product_altered",
+    "stretched": "product_altered", "outline_painted": "product_altered",
+    "cut_off": "product_cut_off",
+    "too_small": "product_too_small", "off_centre": "product_off_centre",
+    "absent": "product_not_found", "low_resolution": "low_resolution",
+}
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str
+    product: str
+    generated: np.ndarray
+    profile: str = "default"
+    truth: tuple[float, float, float] | None = None   # scale, offset_x, offset_y (if known)
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def expected(self) -> str | None:
+        return KINDS[self.kind]
+
+
+def _grabcut(rgb: np.ndarray, rect: tuple[int, int, int, int], iterations: int = 3) -> np.ndarray:
+    """Largest grabCut foreground component with holes filled, as an RGBA cut-out."""
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(rgb[..., ::-1]), mask, rect, np.zeros((1, 65)),
+                np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_RECT)
+    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    fg = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
+    _, holes = cv2.connectedComponents(1 - fg, connectivity=4)
+    outer = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    alpha = np.where(np.isin(holes, outer) & (fg == 0), 0, 255).astype(np.uint8)
+    return np.dstack([rgb, alpha])
+
+
+def build_products() -> dict[str, np.ndarray]:
+    """name -> cut-out (RGBA, or RGB for the retina)."""
+    coffee_png = cv2.imread(str(ROOT / "samples/images/coffee_cutout.png"), cv2.IMREAD_UNCHANGED)
+    retina = cv2.resize(skdata.retina(), (600, 600), interpolation=cv2.INTER_AREA)
+    return {
+        "cup": _grabcut(skdata.coffee(), (15, 15, 440, 370)),
+        "astronaut": _grabcut(skdata.astronaut(), (70, 15, 330, 470)),
+        "cat": _grabcut(skdata.chelsea(), (60, 10, 330, 280)),
+        "cup_ellipse": cv2.cvtColor(coffee_png, cv2.COLOR_BGRA2RGBA),
+        "retina": retina,
+    }
+
+
+def _alpha(cutout: np.ndarray) -> np.ndarray:
+    if cutout.shape[2] == 4:
+        return cutout[..., 3]
+    # The retina's black surround: the same rule the checker applies (near-black is outside).
+    return np.where(cutout.max(axis=2) > 20, 255, 0).astype(np.uint8)
+
+
+def _photo(name: str) -> np.ndarray:
+    image = {"hubble": skdata.hubble_deep_field, "ihc": skdata.immunohistochemistry,
+             "rocket": skdata.rocket, "gravel": skdata.gravel, "grass": skdata.grass,
+             "brick": skdata.brick, "coffee": skdata.coffee}[name]()
+    return np.dstack([image] * 3) if image.ndim == 2 else image
+
+
+def background(name: str, width: int, height: int) -> np.ndarray:
+    """A real photo covering the canvas (resized and centre-cropped), or a studio gradient."""
+    if name.startswith("studio"):
+        top, bottom = (np.array([246, 246, 248]), np.array([206, 210, 218])) if name == "studio" \
+            else (np.array([250, 238, 226]), np.array([214, 196, 180]))
+        ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+        xs = np.linspace(-1.0, 1.0, width)[None, :, None]
+        image = top + (bottom - top) * ramp - 10.0 * xs ** 2
+        return np.clip(image, 0, 255).round().astype(np.uint8)
+    photo = _photo(name)
+    factor = max(width / photo.shape[1], height / photo.shape[0])
+    big = cv2.resize(photo, (math.ceil(photo.shape[1] * factor), math.ceil(photo.shape[0] * factor)),
+                     interpolation=cv2.INTER_CUBIC)
+    y0, x0 = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+    return np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+
+
+def product_box(cutout: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, width, height) of the product inside the cut-out."""
+    ys, xs = np.nonzero(_alpha(cutout) >= 128)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def paste(canvas: np.ndarray, cutout: np.ndarray, scale: float, centre: tuple[float, float],
+          stretch_x: float = 1.0, rotation_deg: float = 0.0, shadow: bool = False,
+          eat_outline: float = 0.0):
+    """Composite the cut-out so its product box centre lands at `centre` (canvas px).
+    `eat_outline`: the background replaces a band of this fraction of the product's long side
+    inside its outline. Returns (image, alpha on the canvas 0..1, truth (scale, offset_x,
+    offset_y), share of the product's area that landed outside the canvas)."""
+    rgba = np.dstack([cutout[..., :3], _alpha(cutout)])
+    h, w = rgba.shape[:2]
+    new_w, new_h = max(1, round(w * scale * stretch_x)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(rgba, (new_w, new_h), interpolation=interp).astype(np.float32)
+    if eat_outline:
+        radius = max(1, round(eat_outline * max(new_w, new_h)))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        small[..., 3] = cv2.erode(small[..., 3], disc, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    fx, fy = new_w / w, new_h / h
+    bx, by, bw, bh = product_box(cutout)
+    # Product box centre in resized coordinates, then the integer shift that puts it at centre.
+    pcx, pcy = (bx + bw / 2.0) * fx - 0.5, (by + bh / 2.0) * fy - 0.5
+    ox, oy = round(centre[0] - pcx), round(centre[1] - pcy)
+    matrix = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
+    if rotation_deg:
+        rot = cv2.getRotationMatrix2D((pcx, pcy), rotation_deg, 1.0)
+        matrix = np.vstack([matrix, [0, 0, 1]]) @ np.vstack([rot, [0, 0, 1]])
+        matrix = matrix[:2]
+    height, width = canvas.shape[:2]
+    layer = cv2.warpAffine(small, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    alpha = layer[..., 3:4] / 255.0
+    out = canvas.astype(np.float32)
+    if shadow:
+        soft = cv2.GaussianBlur(alpha[..., 0], (0, 0), 0.03 * max(new_w, new_h))
+        soft = np.roll(soft, (int(0.02 * new_h), int(0.02 * new_w)), axis=(0, 1))
+        out *= 1.0 - 0.45 * soft[..., None]
+    out = out * (1 - alpha) + layer[..., :3] * alpha
+    full = np.vstack([matrix, [0, 0, 1]]) @ np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]])
+    truth = (float(scale), float(full[0, 2]), float(full[1, 2]))
+    outside = 1.0 - float(alpha.sum()) / float(small[..., 3].sum() / 255.0)
+    return np.clip(out, 0, 255).round().astype(np.uint8), alpha[..., 0], truth, outside
+
+
+def encode(image: np.ndarray, fmt: str) -> np.ndarray:
+    """Save and re-read: 'png' or 'jpgNN' (quality NN)."""
+    if fmt == "png":
+        ok, data = cv2.imencode(".png", image[..., ::-1])
+    else:
+        ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(fmt[3:])])
+    if not ok:
+        raise RuntimeError("encode failed")
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def _on_product(image: np.ndarray, edited: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha[..., None]
+    return (image * (1 - a) + edited * a).round().clip(0, 255).astype(np.uint8)
+
+
+def hue_rotate(image: np.ndarray, alpha: np.ndarray, degrees: float) -> np.ndarray:
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.int32)
+    hsv[..., 0] = (hsv[..., 0] + round(degrees * 256 / 360)) % 256
+    edited = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+    return _on_product(image.astype(np.float32), edited.astype(np.float32), alpha)
+
+
+def colour_cast(image: np.ndarray, alpha: np.ndarray, da: float, db: float,
+                min_delta_e: float = 10.5) -> tuple[np.ndarray, float]:
+    """Shift a*, b* on the product, growing the shift until the cast's mean CIEDE2000 over the
+    product is at least `min_delta_e`; returns the image and that mean."""
+    lab = rgb2lab(image)
+    inside = alpha > 0.99
+    for gain in np.arange(1.0, 6.01, 0.25):
+        shifted = lab.copy()
+        shifted[..., 1] += gain * da
+        shifted[..., 2] += gain * db
+        edited = (lab2rgb(shifted) * 255).astype(np.float32)
+        out = _on_product(image.astype(np.float32), edited, alpha)
+        de = deltaE_ciede2000(rgb2lab(image[inside][:, None]), rgb2lab(out[inside][:, None])).mean()
+        if de >= min_delta_e:
+            return out, float(de)
+    raise RuntimeError(f"colour cast reached only ΔE {de:.1f}")
+
+
+def blur_product(image: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma).astype(np.float32)
+    return _on_product(image.astype(np.float32), blurred, alpha)
+
+
+def paint_over(image: np.ndarray, alpha: np.ndarray, share: float, patch_source: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Paint other content (a patch of another photo) over a disc covering `share` of the
+    product's area; returns the image and the share actually covered."""
+    inside = alpha > 0.5
+    area = inside.sum()
+    radius = math.sqrt(share * area / math.pi)
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    ys, xs = np.nonzero(depth >= min(0.7 * radius, 0.8 * depth.max()))
+    i = rng.integers(len(xs))
+    while True:
+        disc = np.zeros(alpha.shape, np.uint8)
+        cv2.circle(disc, (int(xs[i]), int(ys[i])), int(round(radius)), 1, -1)
+        covered = (disc.astype(bool) & inside).sum() / area
+        if covered >= share:
+            break
+        radius *= 1.03
+    patch = cv2.resize(patch_source, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    soft = cv2.GaussianBlur(disc.astype(np.float32), (0, 0), 1.0) * alpha
+    return _on_product(image.astype(np.float32), patch.astype(np.float32), soft), float(covered)
+
+
+PRODUCT_NAMES = ("cup", "astronaut", "cat", "cup_ellipse", "retina")
+BACKGROUNDS = ("hubble", "studio", "rocket", "gravel", "studio_warm", "ihc", "grass", "brick")
+CANVASES = ((1024, 1024), (800, 800), (1000, 1000), (1024, 768), (900, 900))
+
+
+def _place(products, name, kind, i, fill, centre=(0.5, 0.5), fmt="jpg90", canvas=None,
+           bg=None, min_outside=0.0, **paste_args):
+    """Composite product `name` with its long side = `fill` x the canvas's matching side."""
+    cutout = products[name]
+    width, height = canvas or CANVASES[i % len(CANVASES)]
+    base = background(bg or BACKGROUNDS[i % len(BACKGROUNDS)], width, height)
+    _, _, bw, bh = product_box(cutout)
+    scale = fill * (width / bw if bw / width >= bh / height else height / bh)
+    cx, cy = centre
+    for _ in range(30):
+        image, alpha, truth, outside = paste(base, cutout, scale, (cx * width, cy * height),
+                                             **paste_args)
+        if min_outside <= 0 or outside >= min_outside:
+            return image, alpha, truth, outside
+        # Push further out of the frame, away from the centre.
+        cx += 0.02 * np.sign(cx - 0.5)
+        cy += 0.02 * np.sign(cy - 0.5)
+    raise RuntimeError(f"could not push {name} {min_outside:.0%} out of the frame")
+
+
+def build_cases(products: dict[str, np.ndarray]) -> list[Case]:
+    """The whole case set (about 70 cases)."""
+    rng = np.random.default_rng(20240611)
+    cases: list[Case] = []
+
+    def add(kind, name, i, image, fmt, truth=None, profile="default", **notes):
+        cases.append(Case(f"{kind}/{name}/{i}", kind, name, encode(image, fmt), profile,
+                          truth, notes))
+
+    for i, name in enumerate(PRODUCT_NAMES):
+        # --- must pass -----------------------------------------------------------------
+        image, _, truth, _ = _place(products, name, "exact", i, 0.6, fmt="png")
+        add("exact", name, i, image, "png", truth)
+        scale_fill = (0.35, 0.8, 0.5, 0.9, 0.45)[i]
+        centre = ((0.42, 0.55), (0.55, 0.45), (0.6, 0.6), (0.5, 0.45), (0.4, 0.42))[i]
+        image, _, truth, _ = _place(products, name, "scaled_moved", i + 1, scale_fill, centre)
+        add("scaled_moved", name, i, image, ("jpg90", "jpg95")[i % 2], truth)
+        image, _, truth, _ = _place(products, name, "rotated", i + 2, 0.6,
+                                    rotation_deg=(8.0, -12.0, 5.0, -6.0, 14.0)[i])
+        add("rotated", name, i, image, "jpg92", truth)
+        image, _, truth, _ = _place(products, name, "jpeg85", i + 3, 0.55, (0.52, 0.48))
+        add("jpeg85", name, i, image, "jpg85", truth)
+        image, _, truth, _ = _place(products, name, "colour_grade", i + 4, 0.6)
+        gains = np.array([(1.05, 1.0, 0.95), (0.95, 0.97, 1.05), (1.05, 1.05, 1.05),
+                          (0.95, 0.95, 0.95), (1.04, 0.96, 1.0)][i])
+        graded = np.clip(image * gains, 0, 255).round().astype(np.uint8)
+        add("colour_grade", name, i, graded, "jpg90", truth)
+        image, _, truth, _ = _place(products, name, "soft_shadow", i + 5, 0.6, (0.5, 0.48),
+                                    shadow=True, bg=("studio", "studio_warm")[i % 2])
+        add("soft_shadow", name, i, image, "jpg90", truth)
+
+        # --- must flag -----------------------------------------------------------------
+        image, alpha, truth, _ = _place(products, name, "hue", i + 1, 0.6)
+        add("hue_rotated", name, i, hue_rotate(image, alpha, (30, 40, 60, 35, 45)[i]), "jpg90",
+            truth)
+        image, alpha, truth, _ = _place(products, name, "cast", i + 2, 0.6)
+        cast, de = colour_cast(image, alpha, *((6, 12), (-8, 10), (10, -6), (14, -10), (12, 8))[i])
+        add("colour_cast", name, i, cast, "jpg90", truth, cast_delta_e=de)
+        image, alpha, truth, _ = _place(products, name, "blur", i + 3, 0.6)
+        sigma = (2.0, 2.5, 3.0, 2.0, 2.0)[i]
+        add("blurred", name, i, blur_product(image, alpha, sigma), "jpg90", truth, sigma=sigma)
+        image, alpha, truth, _ = _place(products, name, "paint", i + 4, 0.6)
+        source = _photo(("rocket", "coffee", "hubble", "ihc", "rocket")[i])
+        painted, share = paint_over(image, alpha, (0.2, 0.25, 0.3, 0.2, 0.22)[i], source, rng)
+        add("painted_over", name, i, painted, "jpg90", truth, covered=share)
+        image, _, truth, _ = _place(products, name, "stretch", i + 5, 0.55,
+                                    stretch_x=(1.15, 1.2, 1 / 1.15, 1.15, 1 / 1.2)[i])
+        add("stretched", name, i, image, "jpg90", truth)
+        # Cut off: a large product pushed over one side so 20-35 % of it leaves the frame.
+        centre = ((0.75, 0.5), (0.5, 0.72), (0.28, 0.5), (0.5, 0.3), (0.72, 0.5))[i]
+        image, _, truth, outside = _place(products, name, "cut", i + 6, 0.85, centre,
+                                          min_outside=0.2)
+        add("cut_off", name, i, image, "jpg90", truth, outside=outside)
+        image, _, truth, _ = _place(products, name, "outline", i + 7, 0.6, eat_outline=0.025)
+        add("outline_painted", name, i, image, "jpg90", truth)
+        image, _, truth, _ = _place(products, name, "small", i + 7, (0.12, 0.15, 0.1, 0.14, 0.16)[i])
+        add("too_small", name, i, image, "jpg90", truth)
+        centre = ((0.2, 0.2), (0.8, 0.78), (0.8, 0.22), (0.2, 0.8), (0.5, 0.82))[i]
+        image, _, truth, _ = _place(products, name, "offc", i + 8, 0.3, centre)
+        add("off_centre", name, i, image, "jpg90", truth)
+        other = PRODUCT_NAMES[(i + 2) % len(PRODUCT_NAMES)]
+        if other == "cup_ellipse" and name == "cup" or other == "cup" and name == "cup_ellipse":
+            other = "cat"
+        if i % 2 == 0:
+            image = background(BACKGROUNDS[i % len(BACKGROUNDS)], *CANVASES[i % len(CANVASES)])
+        else:  # a different product in the frame
+            image, _, _, _ = _place(products, other, "absent", i, 0.6)
+        add("absent", name, i, image, "jpg90", other=other if i % 2 else None)
+
+    # Profiles: Amazon wants >= 85 % fill and >= 1000 px, the CN main image 800x800 at 1:1.
+    for i, name in enumerate(("cup", "astronaut", "retina")):
+        image, _, truth, _ = _place(products, name, "amazon", i, 0.9, canvas=(1200, 1200), bg="studio")
+        add("profile_fit", name, i, image, "jpg92", truth, profile="amazon")
+        image, _, truth, _ = _place(products, name, "cn", i, 0.75, canvas=(800, 800), bg="studio_warm")
+        add("profile_fit", name, 10 + i, image, "jpg92", truth, profile="cn_main")
+        image, _, truth, _ = _place(products, name, "amz_small", i, 0.7, canvas=(1200, 1200), bg="studio")
+        add("too_small", name, 10 + i, image, "jpg92", truth, profile="amazon")
+        image, _, truth, _ = _place(products, name, "lowres", i, 0.9, canvas=(800, 800), bg="studio")
+        add("low_resolution", name, 10 + i, image, "jpg92", truth, profile="amazon")
+        image, _, truth, _ = _place(products, name, "lowres", i, 0.75, canvas=(640, 640), bg="studio_warm")
+        add("low_resolution", name, 20 + i, image, "jpg92", truth, profile="cn_main")
+    return cases
