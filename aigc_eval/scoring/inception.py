@@ -96,7 +96,8 @@ class InceptionScorer:
     input_size = INCEPTION_SIZE
 
     def __init__(self, model: LazyModel, categories: Sequence[str], device: torch.device,
-                 dtype: torch.dtype = torch.float32, cache: ScoreCache | None = None, model_key: str = ""):
+                 dtype: torch.dtype = torch.float32, cache: ScoreCache | None = None, model_key: str = "",
+                 keep_pool: bool = False):
         self.model = model
         self.categories = list(categories)
         self.device = device
@@ -108,10 +109,14 @@ class InceptionScorer:
         self.errors: list[str] = []
         self._logits: list[torch.Tensor] = []
         self.computed = self.reused = 0  # logits computed now / read from the score cache
+        # With keep_pool each image's features are its logits followed by its 2048-d pool features
+        # (one forward pass), cached as one vector under a kind of their own.
+        self.keep_pool = keep_pool
+        self.cache_kind = "inception_logits_pool" if keep_pool else "inception_logits"
 
     @classmethod
     def load(cls, weights_path: Path | None, device: torch.device, precision: str = "fp32",
-             cache: ScoreCache | None = None) -> "InceptionScorer":
+             cache: ScoreCache | None = None, keep_pool: bool = False) -> "InceptionScorer":
         """Prepare the classifier (see model_loading.load_inception) on `device`: downloaded now
         when missing (or a WeightsMissingError), read from disk when first needed."""
         dtype = resolve_precision(precision, device)
@@ -119,26 +124,33 @@ class InceptionScorer:
 
         def load() -> torch.nn.Module:
             model = fold_batch_norms(load_inception(weights_path, device)[0]).to(memory_format=torch.channels_last)
-            return Fp32StemInception(model) if fp32_stem else model
+            return Fp32StemInception(model, fp32_stem=fp32_stem)
 
         model = LazyModel(load)
         checkpoint = Path(weights_path).expanduser() if weights_path else inception_checkpoint_path()
         if not checkpoint.is_file():
             model.get()
         key = f"inception_v3:{weights_key(checkpoint)}" + ("|fp32-stem" if fp32_stem else "")
-        return cls(model, inception_categories(), device, dtype, cache, key)
+        return cls(model, inception_categories(), device, dtype, cache, key, keep_pool)
 
     def cached_features(self, digest: str) -> torch.Tensor | None:
         """This image's logits from the score cache, if an earlier run computed them."""
-        return self.cache.get("inception_logits", self.model_key, digest) if self.cache else None
+        return self.cache.get(self.cache_kind, self.model_key, digest) if self.cache else None
 
     @torch.inference_mode()
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes) in float32 on the CPU for a batch of PixelTransform outputs."""
+        """Logits (N, classes) in float32 on the CPU for a batch of PixelTransform outputs; with
+        keep_pool, (N, classes + 2048): the logits, then the pool features of the same pass."""
         # channels_last lets oneDNN and cuDNN run Inception's convolutions without layout changes.
         pixels = self.transform.normalise(pixels.to(self.device)).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.dtype):
-            return self.model.get()(pixels).float().cpu()
+            logits, pool = self.model.get().features(pixels)
+        return (torch.cat([logits, pool], dim=1) if self.keep_pool else logits).float().cpu()
+
+    def split_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, pool features or None) of one image's or a batch's features."""
+        classes = len(self.categories)
+        return (features[..., :classes], features[..., classes:]) if self.keep_pool else (features, None)
 
     def submit_batch(self, items: Sequence[PreparedRow], lanes: ModelLanes, slot: int = 0) -> Callable[[], None]:
         """Queue this batch's images in `lanes`, split across them, and return a function that
@@ -160,18 +172,18 @@ class InceptionScorer:
 
     def batch_logits(self, items: Sequence[PreparedRow], slot: int = 0,
                      computed: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The logits of the batch's ok rows, in order: from the score cache, from `computed` (the
-        logits of the batch's pending_inputs computed elsewhere) or classified now; new ones are
-        written to the cache."""
+        """The features (classify's output) of the batch's ok rows, in order: from the score
+        cache, from `computed` (those of the batch's pending_inputs computed elsewhere) or
+        classified now; new ones are written to the cache. split_features separates them."""
         logits, new = features_for(items, slot, self.classify, computed)
         self.computed, self.reused = self.computed + len(new), self.reused + len(logits) - len(new)
         if self.cache:
-            self.cache.put_many("inception_logits", self.model_key, new)
+            self.cache.put_many(self.cache_kind, self.model_key, new)
         return logits
 
     def record(self, items: Sequence[PreparedRow], logits: Sequence[torch.Tensor]) -> None:
         """Remember a batch's rows and the logits of its ok rows, for results()."""
-        self._logits.extend(logits)
+        self._logits.extend(self.split_features(features)[0] for features in logits)
         for item in items:
             self.rows.append(item.row)
             self.errors.append(item.error)

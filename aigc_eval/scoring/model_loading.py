@@ -244,9 +244,13 @@ INCEPTION_FP32_STEM_END = "Mixed_5c"
 
 class Fp32StemInception(torch.nn.Module):
     """torchvision's Inception-v3 with its stem (input to `stem_end`) and classifier kept
-    in fp32 when called under autocast; the layers between follow the autocast dtype."""
+    in fp32 when called under autocast; the layers between follow the autocast dtype. With
+    `fp32_stem` False every layer follows autocast, as the plain model does.
 
-    def __init__(self, model: torch.nn.Module, stem_end: str = INCEPTION_FP32_STEM_END):
+    `features` gives the logits and the 2048-d pool features (the classifier's input, what
+    FID and KID are computed on) from one forward pass; calling the module gives the logits."""
+
+    def __init__(self, model: torch.nn.Module, stem_end: str = INCEPTION_FP32_STEM_END, fp32_stem: bool = True):
         super().__init__()
         # named_children is torchvision's forward order; AuxLogits only runs in training.
         layers = [(name, layer) for name, layer in model.named_children() if name not in ("AuxLogits", "fc")]
@@ -255,14 +259,23 @@ class Fp32StemInception(torch.nn.Module):
         self.stem = torch.nn.Sequential(OrderedDict(layers[:cut]))
         self.body = torch.nn.Sequential(OrderedDict(layers[cut:]))
         self.fc = model.fc
+        self.fp32_stem = fp32_stem
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pool features) of a batch, both (N, ...) in the classifier's dtype."""
+        if not self.fp32_stem:  # every layer as the caller's autocast (or none) says
+            pool = torch.flatten(self.body(self.stem(self.transform(pixels))), 1)
+            return self.fc(pool), pool
         device = pixels.device.type
         with torch.autocast(device_type=device, enabled=False):
             features = self.stem(self.transform(pixels.float()))
         features = self.body(features)
         with torch.autocast(device_type=device, enabled=False):
-            return self.fc(torch.flatten(features, 1).float())
+            pool = torch.flatten(features, 1).float()
+            return self.fc(pool), pool
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features(pixels)[0]
 
 
 def inception_categories() -> list[str]:

@@ -1,0 +1,147 @@
+"""Score images online over HTTP: POST /v1/score with one item or a list, the same numbers as
+main.py --input gives the same images (same scoring core, cache, precision and decisions).
+
+    python serve.py --port 8000 --reference-marginal logits.npy
+    curl -s localhost:8000/v1/score -H 'Content-Type: application/json' \\
+         -d '{"image_url": "https://cdn.example.com/a.jpg", "prompt": "雪地背景，运动鞋"}'
+
+OpenAPI at /openapi.json, docs at /docs, /healthz, /readyz, /metrics. SIGTERM stops taking
+requests, finishes those in flight and exits 0. See docs/service.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from aigc_eval.cli.product import add_product_arguments, product_options_from
+from aigc_eval.cli.support import (
+    EXIT_OK,
+    EXIT_NO_WEIGHTS,
+    add_cleaning_arguments,
+    add_runtime_arguments,
+    cleaning_options_from,
+    flags,
+    new_parser,
+    run_cli,
+    runtime_options_from,
+    setup_logging,
+)
+from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
+from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE, Thresholds
+from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
+from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
+
+TOKEN_ENV = "AIGC_EVAL_TOKEN"
+EXIT_CODES = ("exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or an unusable file; "
+              "3 model weights missing or unreadable; 4 the address could not be bound")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__, exit_codes=EXIT_CODES)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    server.add_argument("--port", type=int, default=8000, help="port to listen on")
+    server.add_argument(*flags("max-wait-ms"), dest="max_wait_ms", type=float, default=10.0,
+                        help="how long a batch waits for more items after its first")
+    server.add_argument(*flags("max-queue"), dest="max_queue", type=int, default=64,
+                        help="items waiting for a batch; beyond it requests get 503 with Retry-After")
+    server.add_argument(*flags("deadline-s"), dest="deadline_s", type=float, default=30.0,
+                        help="seconds a request may take; then 504")
+    server.add_argument(*flags("max-body-mb"), dest="max_body_mb", type=float, default=16.0,
+                        help="largest request body in MiB; larger ones get 413")
+    server.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                        help=f"require 'Authorization: Bearer TOKEN' on /v1/score (default: ${TOKEN_ENV}; none: open)")
+    server.add_argument(*flags("allow-private-urls"), dest="allow_private_urls", action="store_true",
+                        help="also fetch from loopback, private and link-local addresses (closed networks, tests)")
+    server.add_argument(*flags("reference-marginal"), dest="reference_marginal", type=Path, default=None,
+                        help="the Inception term's reference: an .npy of (N, 1000) logits (evaluate_is.py --save-logits) "
+                             "or of 1000 probabilities; without it the IS term is left out of total_score")
+    scoring = parser.add_argument_group("scoring (as main.py --input)")
+    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
+    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
+                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
+    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+    scoring.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
+    scoring.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
+    scoring.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
+                         help="weight of product_score in total_score (items with a product_image_url)")
+    scoring.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
+                         help="CLIPScore that counts as a perfect match when normalising")
+    scoring.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
+                         help="regenerate when clip_score is below this")
+    scoring.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                         help="regenerate when the Inception top-1 confidence is below this")
+    add_cleaning_arguments(scoring)
+    add_runtime_arguments(scoring, batch_size=16)
+    add_product_arguments(parser.add_argument_group("product checks (items with a product_image_url)"))
+    return parser
+
+
+def settings_from(args: argparse.Namespace):
+    """The ServiceSettings the flags describe; ValueError for values out of range."""
+    from aigc_eval.service.scoring import ServiceSettings  # torch loads here, after --help
+
+    if not 0 < args.clip_ceiling <= 1:
+        raise ValueError(f"--clip-ceiling must be in (0, 1], got {args.clip_ceiling}")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1..65535, got {args.port}")
+    return ServiceSettings(
+        model_name=args.model, model_dir=args.model_dir, weights=args.weights, runtime=runtime_options_from(args),
+        product=product_options_from(args), cleaning=cleaning_options_from(args),
+        thresholds=Thresholds(args.min_clip, args.min_confidence), clip_weight=args.clip_weight,
+        is_weight=args.is_weight, product_weight=args.product_weight, clip_ceiling=args.clip_ceiling,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, deadline_s=args.deadline_s,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=args.token or None,
+        reference_marginal=args.reference_marginal, allow_private_urls=args.allow_private_urls)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body() -> int:
+        import uvicorn
+
+        from aigc_eval.service.app import create_app
+
+        settings = settings_from(args)
+        failed = []
+        server: uvicorn.Server | None = None
+
+        def on_fatal() -> None:  # the models cannot be loaded: stop, and say so in the exit code
+            failed.append(True)
+            if server is not None:
+                server.should_exit = True
+
+        app = create_app(settings, on_fatal)
+        try:  # bound here so a taken port is a one-line error, not a traceback
+            family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((args.host, args.port))
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 4
+        # uvicorn's own access log is off: AccessLog writes one line per request through `aigc_eval`.
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                               timeout_graceful_shutdown=None))
+        # uvicorn restores the handlers it found and re-raises the signal it stopped on; with these
+        # no-ops in place that ends the process normally (exit 0) instead of killing it by signal.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, lambda *_: None)
+        server.run(sockets=[sock])
+        if not server.started or failed:
+            return EXIT_NO_WEIGHTS
+        return EXIT_OK
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+"""Building blocks of the HTTP scoring service: dynamic batching of concurrent requests."""
+
+from aigc_eval.service.batcher import (
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+    ShuttingDown,
+)
+
+__all__ = ["DeadlineExceeded", "DynamicBatcher", "QueueFull", "ShuttingDown"]

@@ -1,0 +1,208 @@
+"""The HTTP scoring service: FastAPI app, lifespan (scoring core, batcher, model loading) and routes.
+
+    POST /v1/score   one item or a list -> per-item scores and decisions (ScoreResponse)
+    GET  /healthz    alive;  GET /readyz  200 once both models are loaded, 503 before
+    GET  /metrics    Prometheus text;  /docs and /openapi.json  the contract
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from typing import Annotated, Callable, Union
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Discriminator, Tag
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aigc_eval import columns as col
+from aigc_eval.scoring.core import ScoringCore
+from aigc_eval.scoring.model_loading import inception_categories
+from aigc_eval.service.batcher import DeadlineExceeded, DynamicBatcher, QueueFull
+from aigc_eval.service.middleware import AccessLog, BodyLimit
+from aigc_eval.service.schemas import ErrorResponse, Health, ItemResult, ScoreItem, ScoreItems, ScoreResponse
+from aigc_eval.service.scoring import BadItem, ScoringService, ServiceSettings, load_reference_marginal
+from aigc_eval.service.telemetry import Metrics
+
+log = logging.getLogger("aigc_eval.service")
+RETRY_AFTER_S = 1  # a full queue empties within about a batch's time
+DISCONNECT_POLL_S = 0.5
+ScoreBody = Annotated[
+    Union[Annotated[ScoreItem, Tag("item")], Annotated[ScoreItems, Tag("items")]],
+    Discriminator(lambda value: "items" if isinstance(value, list) else "item"),
+    Body(openapi_examples={"one": {"value": {"image_url": "https://cdn.example.com/a.jpg", "prompt": "雪地背景，运动鞋"}}}),
+]
+ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
+    400: "an image or cut-out reference refused before fetching (not http(s), not base64); a body not UTF-8",
+    401: "missing or wrong bearer token (with --token)",
+    413: "request body over --max-body-mb, or more items than --max-queue",
+    503: "queue full, models loading or shutting down: retry after Retry-After seconds",
+    504: "no result within --deadline-s",
+}.items()}
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status, detail={"field": field, "message": message}, headers=headers)
+
+
+class ServiceState:
+    """What the lifespan sets up and the routes use."""
+
+    def __init__(self) -> None:
+        self.phase, self.detail = "loading", ""
+        self.service: ScoringService | None = None
+        self.batcher: DynamicBatcher | None = None
+
+
+def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = None) -> FastAPI:
+    """The app for `settings`; the reference marginal is read now (ValueError when unusable).
+    `on_fatal` is called when the models cannot be loaded (serve.py then exits)."""
+    marginal = (load_reference_marginal(settings.reference_marginal, len(inception_categories()))
+                if settings.reference_marginal is not None else None)
+    runtime = dataclasses.replace(settings.runtime, fetch=dataclasses.replace(
+        settings.runtime.fetch, public_urls_only=not settings.allow_private_urls))
+    product = dataclasses.replace(settings.product, product_col=col.PRODUCT_IMAGE_URL)
+    metrics, state = Metrics(), ServiceState()
+
+    def on_batch(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_seconds.observe(seconds)
+        if state.service is not None:
+            core = state.service.core
+            metrics.count_cache("clip", core.clip.reused, core.clip.computed)
+            metrics.count_cache("inception", core.inception.reused, core.inception.computed)
+
+    def load_models(core: ScoringCore) -> None:
+        core.clip.model.get()
+        core.inception.model.get()
+
+    async def warm(core: ScoringCore) -> None:
+        try:
+            await asyncio.to_thread(load_models, core)
+            state.phase = "ok"
+            log.info("models loaded; ready")
+        except Exception as exc:  # weights unreadable: not ready, ever; serve.py exits
+            state.phase, state.detail = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("error: the models could not be loaded: %s", state.detail)
+            if on_fatal is not None:
+                on_fatal()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        stack = contextlib.ExitStack()
+        opened = ScoringCore.open(model_name=settings.model_name, model_dir=settings.model_dir,
+                                  weights=settings.weights, runtime=runtime, product=product)
+        core = await asyncio.to_thread(stack.enter_context, opened)  # may download weights: not on the loop
+        try:
+            state.service = ScoringService(core, settings, marginal)
+            state.batcher = DynamicBatcher(lambda rows: state.service.process(rows), runtime.batch_size,
+                                           settings.max_wait_ms, settings.max_queue, workers=2, on_batch=on_batch)
+            await state.batcher.start()
+            metrics.watch_queue(lambda: state.batcher.queue_depth, lambda: state.batcher.in_flight)
+            loading = asyncio.create_task(warm(core))
+            yield
+            state.phase = "stopping"
+            log.info("stopping: finishing queued work")
+            await state.batcher.stop(drain=True)
+            await loading
+        finally:
+            await asyncio.to_thread(stack.close)
+
+    app = FastAPI(title="aigc-image-eval scoring service", version="1.0", lifespan=lifespan,
+                  description="Scores AI-generated e-commerce images as main.py --input does. See docs/service.md.")
+    app.state.service_state = state
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost, so it sees 413s too
+    bearer = HTTPBearer(auto_error=False, description="--token / AIGC_EVAL_TOKEN, when set")
+
+    async def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        """401 unless the request carries the configured bearer token (no token configured: open)."""
+        if settings.token is None:
+            return
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not secrets.compare_digest(given, settings.token.encode()):
+            raise _error(401, "missing or wrong bearer token", "Authorization", {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Every HTTP error as ErrorResponse, FastAPI's own too (a body that is not UTF-8: 400)."""
+        detail = exc.detail if isinstance(exc.detail, dict) else {
+            "field": "body" if exc.status_code == 400 else None, "message": str(exc.detail)}
+        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error: %s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": {"field": None, "message": f"internal error: {type(exc).__name__}"}}, 500)
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, dependencies=[Depends(require_token)])
+    async def score(body: ScoreBody, request: Request) -> ScoreResponse:
+        """Score one item or a list of items (at most 256). Per-item failures (an image that
+        cannot be fetched, decoded or is refused by the address guard) are items with
+        status "error" in a 200 answer; only the whole request fails with an HTTP error."""
+        if state.phase != "ok":
+            raise _error(503, f"not ready: {state.phase} {state.detail}".strip(), None,
+                         {"Retry-After": str(RETRY_AFTER_S * 5)})
+        items = body if isinstance(body, list) else [body]
+        if len(items) > settings.max_queue:  # could never be queued whole: 503 forever would mislead
+            raise _error(413, f"{len(items)} items, more than --max-queue {settings.max_queue} allows in one request",
+                         "items")
+        assert state.service is not None and state.batcher is not None
+        try:
+            rows = state.service.rows_for(items)
+        except BadItem as exc:
+            raise _error(400, str(exc), exc.field) from None
+        results = await _submit(state.batcher, rows, settings.deadline_s, request)
+        for result in results:
+            metrics.items.labels(result.status).inc()
+        return ScoreResponse(results=results, is_term=state.service.is_term)
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        """The process is up and answering (models may still be loading)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    async def readyz(response: Response) -> Health:
+        """200 once both models are loaded; 503 while loading, after a load failure and while stopping."""
+        if state.phase != "ok":
+            response.status_code = 503
+        return Health(status=state.phase, detail=state.detail)  # type: ignore[arg-type]
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus() -> Response:
+        """Prometheus metrics: requests by status, latency, batch sizes, queue depth, cache hits."""
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+async def _gone(request: Request) -> None:
+    """Returns once the client has disconnected."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+async def _submit(batcher: DynamicBatcher, rows: list[dict[str, str]], deadline_s: float,
+                  request: Request) -> list[ItemResult]:
+    """Every row's result from the batcher, or 503/504 for the whole request; on failure, or when
+    the client hangs up, the request's rows leave the queue (a cancelled submit frees its slot),
+    so work for callers that gave up does not hold the queue full after a burst."""
+    tasks = [asyncio.ensure_future(batcher.submit(row, deadline_s)) for row in rows]
+    results, watcher = asyncio.ensure_future(asyncio.gather(*tasks)), asyncio.ensure_future(_gone(request))
+    try:
+        await asyncio.wait([results, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if not results.done():
+            raise _error(499, "client closed the request")  # nginx's code; nobody reads this answer
+        return list(results.result())
+    except QueueFull as exc:  # ShuttingDown too
+        raise _error(503, f"overloaded: {exc}", None, {"Retry-After": str(RETRY_AFTER_S)}) from None
+    except DeadlineExceeded as exc:
+        raise _error(504, f"deadline exceeded: {exc} (--deadline-s {deadline_s:g})") from None
+    finally:
+        for task in (watcher, *tasks):
+            task.cancel()
+        await asyncio.gather(watcher, results, *tasks, return_exceptions=True)
