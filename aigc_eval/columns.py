@@ -106,6 +106,7 @@ DEFAULT_INPUT = "output.csv"
 DEFAULT_CLIP_OUTPUT = "result_clip.csv"
 DEFAULT_IS_OUTPUT = "result_is.csv"
 DEFAULT_PRODUCT_OUTPUT = "result_product.csv"  # its columns: aigc_eval/product/names.py
+DEFAULT_DISTRIBUTION_OUTPUT = "result_distribution.json"  # main.py --reference
 DEFAULT_TOTAL_OUTPUT = "result_total.csv"
 DEFAULT_REPORT = "report.html"
 DEFAULT_CATEGORY_OUTPUT = "result_category.csv"
@@ -133,3 +134,30 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Below this many images the article found IS unstable.
 IS_MIN_STABLE_IMAGES = 500
+
+# --- NSQ stream workers (evaluate_stream.py, aigc_eval/stream/) --------------------------------
+# Extra columns of a worker's shard result_stream.<worker>.csv, beside the listener's columns,
+# the CLIP fields, the top-1 fields and the product fields.
+REQUEST_ID = "request_id"  # the message's request id (an image id is request id, "_", index)
+WORKER = "worker"  # --worker-name of the worker that scored the image
+IMAGE_ERROR = "image_error"  # why the image could not be fetched or decoded (no logits); empty when it was
+PRODUCT_STATUS = "product_status"  # the product check's status (its error goes to PRODUCT_ERROR); empty: not checked
+SCORED_AT = "scored_at"  # when the worker wrote the row (UTC, ISO 8601)
+DEFAULT_STREAM_PREFIX = "result_stream"  # shards are <prefix>.<worker>.csv in --output-dir
+DEFAULT_STREAM_CHANNEL = "aigc_image_eval_stream"  # not the listener's: both may run on one topic
+DEFAULT_RESULT_TOPIC = "generate_img_score_topic"
+# Keys of a logits sidecar record (result_stream.<worker>.logits.jsonl) and of a published mark.
+KEY_STREAM_ID = "id"
+KEY_STREAM_LOGITS = "logits_f32le_b64"  # the Inception logits, float32 little-endian, base64
+# Keys of a result message on --result-topic (one JSON object per scored image).
+KEY_RESULT_ID = "id"
+KEY_RESULT_REQUEST_ID = "request_id"
+KEY_RESULT_WORKER = "worker"
+KEY_RESULT_STATUS = "status"
+KEY_RESULT_ERROR = "error"
+KEY_RESULT_SCORES = "scores"
+KEY_RESULT_TOTAL = "total_score"
+KEY_RESULT_IS_TERM = "is_term"
+KEY_RESULT_REGENERATE = "regenerate"
+KEY_RESULT_NSQ_MESSAGE_ID = "nsq_message_id"
+KEY_RESULT_SCORED_AT = "scored_at"

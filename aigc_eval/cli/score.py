@@ -106,6 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     product.add_argument(*flags("no-product"), dest="no_product", action="store_true",
                          help="no product checks, and no product term in the total")
     add_product_arguments(product)
+    reference = parser.add_argument_group("distribution distances (with --input)")
+    reference.add_argument("--reference", type=Path, default=None,
+                           help="real product photos to compare the generated images with (FID, KID, CMMD, overall and "
+                                "per category): a CSV with the image column (and category), or a folder of images")
+    reference.add_argument(*flags("distribution-output"), dest="distribution_output", type=Path,
+                           default=Path(col.DEFAULT_DISTRIBUTION_OUTPUT), help="where --reference writes its distances")
+    reference.add_argument(*flags("save-features"), dest="save_features", type=Path, default=None, metavar="DIR",
+                           help="also save both sides' Inception pool features and CLIP embeddings as .npy there")
+    product.add_argument("--shards", default=None, metavar="GLOB",
+                         help="merge stream shards (evaluate_stream.py, e.g. 'result_stream.*.csv') into the result files first")
     args = parser.parse_args(argv)
     setup_logging(args.quiet)
 
@@ -120,14 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime = runtime_options_from(args)
         product = None if args.no_product else product_options_from(args)
         product_path = None if args.no_product or not args.product_result.is_file() else args.product_result
+        if args.input is not None and args.shards is not None:
+            raise ValueError("--input and --shards: give one (score a CSV, or merge stream shards)")
+        if args.reference is not None and args.input is None:
+            raise ValueError("--reference needs --input: the generated images' features come from scoring them")
         if args.input is not None:
             checked = score_both(
                 args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
                 image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
                 splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
-                product=product, product_output=args.product_result,
+                product=product, product_output=args.product_result, reference=args.reference,
+                distribution_output=args.distribution_output, save_features_dir=args.save_features,
             )
             product_path = args.product_result if checked else None
+        elif args.shards is not None:
+            from aigc_eval.stream.merge import merge_shards
+
+            checked = merge_shards(args.shards, args.clip_result, args.is_result, args.product_result,
+                                   splits=args.splits, category_col=args.category_col)
+            product_path = args.product_result if checked and not args.no_product else None
         elif product_path is not None:
             log.info("merging the product checks in %s (--no-product leaves them out)", product_path)
         summary = decide_and_write(
@@ -137,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_path=None if args.no_report else args.report,
             image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
             product_path=product_path, product_weight=args.product_weight, product_col=args.product_col,
+            distribution_path=args.distribution_output if args.input is not None and args.reference else None,
         )
         log.info("wrote %s\n%s", args.output, format_summary(summary))
         return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK

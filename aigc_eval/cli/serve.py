@@ -21,8 +21,8 @@ from typing import Sequence
 
 from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
-    EXIT_OK,
     EXIT_NO_WEIGHTS,
+    EXIT_OK,
     add_cleaning_arguments,
     add_runtime_arguments,
     cleaning_options_from,
@@ -33,7 +33,11 @@ from aigc_eval.cli.support import (
     setup_logging,
 )
 from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
-from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE, Thresholds
+from aigc_eval.decisions.rules import (
+    DEFAULT_MIN_CLIP,
+    DEFAULT_MIN_CONFIDENCE,
+    Thresholds,
+)
 from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
 
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace):
     """The ServiceSettings the flags describe; ValueError for values out of range."""
-    from aigc_eval.service.scoring import ServiceSettings  # torch loads here, after --help
+    from aigc_eval.service.scoring import (
+        ServiceSettings,  # torch loads here, after --help
+    )
 
     if not 0 < args.clip_ceiling <= 1:
         raise ValueError(f"--clip-ceiling must be in (0, 1], got {args.clip_ceiling}")

@@ -10,6 +10,10 @@ from aigc_eval import log
 from aigc_eval.decisions.compare import COMPARE_COLUMNS, compare_runs, format_comparison
 from aigc_eval.decisions.merge import merge_product_file, merge_score_files
 from aigc_eval.decisions.report import write_html_report
+from aigc_eval.decisions.report_distribution import (
+    distribution_section,
+    read_distribution,
+)
 from aigc_eval.decisions.report_product import PRODUCT_CSS, product_section
 from aigc_eval.decisions.rules import (
     Thresholds,
@@ -36,13 +40,14 @@ def decide_and_write(
     clip_ceiling: float = DEFAULT_CLIP_CEILING, thresholds: Thresholds | None = None,
     category_output: Path | None = None, report_path: Path | None = None, image_base_dir: Path | None = None,
     fetch: FetchConfig | None = None, product_path: Path | None = None, product_weight: float = DEFAULT_PRODUCT_WEIGHT,
-    product_col: str = col.PRODUCT_IMAGE_URL,
+    product_col: str = col.PRODUCT_IMAGE_URL, distribution_path: Path | None = None,
 ) -> dict[str, object]:
     """Merge the result files, flag images to regenerate, and write result_total.csv, the
     per-category CSV (when there is a category column) and report.html. Returns the run summary.
 
     With `product_path` (result_product.csv), the product term joins the total with
-    `product_weight` and the product issues join the regenerate reasons."""
+    `product_weight` and the product issues join the regenerate reasons. With `distribution_path`
+    (result_distribution.json), the report gets its table."""
     thresholds = thresholds or Thresholds()
     columns, rows, is_summary = merge_score_files(
         clip_path, is_path, clip_weight=clip_weight, is_weight=is_weight, id_col=id_col, prompt_col=prompt_col,
@@ -69,6 +74,9 @@ def decide_and_write(
                          product_section(rows, fetch or FetchConfig(), image_base_dir, id_col=id_col, image_col=image_col,
                                          product_col=product_col))]
             css = PRODUCT_CSS
+        if distribution_path is not None:
+            sections.append(("distribution", "Distance to the reference photos",
+                             distribution_section(read_distribution(distribution_path))))
         write_html_report(report_path, summary=summary, rows=rows, categories=table, id_col=id_col,
                           prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch,
                           sections=sections, css=css)

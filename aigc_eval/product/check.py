@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import composition as comp
-from . import geometry as geo
 from . import fidelity as fid
+from . import geometry as geo
 from . import names as n
 from . import quality as qual
 from .cutout import Cutout, ProductInputError, prepare_cutout

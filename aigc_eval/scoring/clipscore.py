@@ -145,7 +145,7 @@ class ClipScorer:
             return self.model.get().encode_image(pixels).float().cpu()
 
     def submit_batch(self, items: Sequence[PreparedRow], prompt_col: str, lanes: ModelLanes,
-                     slot: int = 0) -> Callable[[], list[dict[str, object]]]:
+                     slot: int = 0, embeddings: list | None = None) -> Callable[[], list[dict[str, object]]]:
         """Queue this batch's model work in `lanes` (its prompts, then its images split across
         the lanes) and return a function that waits for it and returns score_batch's results."""
         prompts = [item.row.get(prompt_col, "").strip() for item in items if item.ok]
@@ -156,14 +156,17 @@ class ClipScorer:
         def finish() -> list[dict[str, object]]:
             if texts is not None:
                 texts.result()  # encoded in a lane: score_batch finds every prompt's embedding ready
-            return self.score_batch(items, prompt_col, slot, images.result() if images is not None else None)
+            return self.score_batch(items, prompt_col, slot, images.result() if images is not None else None,
+                                    embeddings)
 
         return finish
 
     def score_batch(self, items: Sequence[PreparedRow], prompt_col: str, slot: int = 0,
-                    computed: torch.Tensor | None = None) -> list[dict[str, object]]:
+                    computed: torch.Tensor | None = None, embeddings: list | None = None) -> list[dict[str, object]]:
         """Result fields (the CLIP_RESULT_COLUMNS) for each prepared row, in order; `computed`
-        holds the embeddings of the batch's pending_inputs when they were encoded elsewhere."""
+        holds the embeddings of the batch's pending_inputs when they were encoded elsewhere.
+        A list passed as `embeddings` is extended with each row's image embedding (None for a
+        row whose image failed), for the distribution metrics."""
         results: list[dict[str, object]] = []
         for item in items:
             prompt = item.row.get(prompt_col, "").strip()
@@ -182,6 +185,9 @@ class ClipScorer:
         if self.cache:
             self.cache.put_many("clip_image", self.model_key, new)
         ok_indices = [i for i, item in enumerate(items) if item.ok]
+        if embeddings is not None:
+            found = dict(zip(ok_indices, image_emb))
+            embeddings.extend(found.get(i) for i in range(len(items)))
         scorable = [(i, emb) for i, emb in zip(ok_indices, image_emb) if items[i].row.get(prompt_col, "").strip()]
         if scorable:
             prompts = [items[i].row[prompt_col].strip() for i, _ in scorable]

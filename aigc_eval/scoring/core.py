@@ -36,13 +36,16 @@ from aigc_eval.scoring.score_cache import open_cache
 class ScoredRow:
     """One input row's outcome: `clip` holds the CLIP result fields (with status and error),
     `logits` the Inception logits (None when the image could not be prepared), `product` the
-    product check's fields ({} when not checked), `error` why the image could not be prepared."""
+    product check's fields ({} when not checked), `error` why the image could not be prepared;
+    `pool` and `clip_embedding` are the features the distribution metrics compare."""
 
     row: dict[str, str]
     clip: dict[str, object]
     logits: torch.Tensor | None
     product: dict[str, object] = field(default_factory=dict)
     error: str = ""
+    pool: torch.Tensor | None = None  # Inception's 2048-d pool features, with keep_pool
+    clip_embedding: torch.Tensor | None = None  # the image's CLIP embedding (None when it failed)
 
 
 class ScoringCore:
@@ -57,13 +60,14 @@ class ScoringCore:
     @classmethod
     @contextlib.contextmanager
     def open(cls, *, model_name: str, model_dir: Path | None, weights: Path | None, runtime: RuntimeOptions,
-             product: ProductOptions | None = None) -> Iterator["ScoringCore"]:
+             product: ProductOptions | None = None, keep_pool: bool = False) -> Iterator["ScoringCore"]:
         """Prepare both models on the runtime's device (they load when first needed, in a lane)
-        and their lanes, for the duration of the block."""
+        and their lanes, for the duration of the block. `keep_pool` also keeps (and caches)
+        Inception's pool features, for FID and KID."""
         device = resolve_device(runtime.device)
         cache = open_cache(runtime.fetch.cache_dir)
         clip = ClipScorer.load(model_name, model_dir, device, runtime.precision, cache)
-        inception = InceptionScorer.load(weights, device, runtime.precision, cache)
+        inception = InceptionScorer.load(weights, device, runtime.precision, cache, keep_pool)
         with ModelLanes(device) as lanes:
             yield cls(clip, inception, lanes, runtime, product)
 
@@ -82,14 +86,18 @@ class ScoringCore:
 
     def submit(self, batch: Sequence[PreparedRow], prompt_col: str) -> Callable[[], list[ScoredRow]]:
         """Queue a batch's model work in the lanes now; the returned function waits for it."""
-        clip_done = self.clip.submit_batch(batch, prompt_col, self.lanes, slot=0)
-        logits_done = self.inception.submit_logits(batch, self.lanes, slot=1)
+        embeddings: list[torch.Tensor | None] = []
+        clip_done = self.clip.submit_batch(batch, prompt_col, self.lanes, slot=0, embeddings=embeddings)
+        features_done = self.inception.submit_logits(batch, self.lanes, slot=1)
 
         def finish() -> list[ScoredRow]:
-            logits = iter(logits_done())
+            features = iter(features_done())
             clip_results = clip_done()
-            return [ScoredRow(item.row, result, next(logits) if item.ok else None, item.extra, item.error)
-                    for item, result in zip(batch, clip_results)]
+            scored = []
+            for item, result, embedding in zip(batch, clip_results, embeddings):
+                logits, pool = self.inception.split_features(next(features)) if item.ok else (None, None)
+                scored.append(ScoredRow(item.row, result, logits, item.extra, item.error, pool, embedding))
+            return scored
 
         return finish
 

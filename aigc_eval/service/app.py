@@ -23,8 +23,20 @@ from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.model_loading import inception_categories
 from aigc_eval.service.batcher import DeadlineExceeded, DynamicBatcher, QueueFull
 from aigc_eval.service.middleware import AccessLog, BodyLimit
-from aigc_eval.service.schemas import ErrorResponse, Health, ItemResult, ScoreItem, ScoreItems, ScoreResponse
-from aigc_eval.service.scoring import BadItem, ScoringService, ServiceSettings, load_reference_marginal
+from aigc_eval.service.schemas import (
+    ErrorResponse,
+    Health,
+    ItemResult,
+    ScoreItem,
+    ScoreItems,
+    ScoreResponse,
+)
+from aigc_eval.service.scoring import (
+    BadItem,
+    ScoringService,
+    ServiceSettings,
+    load_reference_marginal,
+)
 from aigc_eval.service.telemetry import Metrics
 
 log = logging.getLogger("aigc_eval.service")

@@ -33,7 +33,13 @@ from aigc_eval.scoring.metrics import (
 )
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
 from aigc_eval.scoring.runtime import RuntimeOptions
-from aigc_eval.service.schemas import IS_TERM_OMITTED, Components, ItemResult, ProductCheck, ScoreItem
+from aigc_eval.service.schemas import (
+    IS_TERM_OMITTED,
+    Components,
+    ItemResult,
+    ProductCheck,
+    ScoreItem,
+)
 
 # Distinct prompts whose text embedding the CLIP scorer keeps in memory; past this the dict is
 # emptied between batches (the score cache on disk still has them), so memory stays flat.
