@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "is": ("aigc_eval.cli.inception", "evaluate_is.py: output.csv -> result_is.csv, result_is.json"),
     "product": ("aigc_eval.cli.product", "evaluate_product.py: output.csv + cut-outs -> result_product.csv"),
     "serve": ("aigc_eval.cli.serve", "serve.py: score images online over HTTP (POST /v1/score)"),
+    "stream": ("aigc_eval.cli.stream", "evaluate_stream.py: score each image as NSQ delivers it, sharded CSVs"),
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.

@@ -1,0 +1,184 @@
+"""Score each generated image as NSQ delivers it, into this worker's shard; publish each result.
+
+Subscribes like message_listener.py (same topic, mapping and guarantees) on --channel
+(aigc_image_eval_stream; workers sharing it split the messages), scores the images of the
+messages in flight in batches through the scoring core main.py --input uses (CLIPScore of the
+cleaned prompt, Inception top-1 and logits, the product check when a message has a cut-out),
+appends one row per image to <output-dir>/result_stream.<worker>.csv with its logits beside it
+(.logits.jsonl), fsynced before the message is FINished, and publishes one JSON result per
+image on --result-topic (generate_img_score_topic). main.py --shards 'result_stream.*.csv'
+turns the shards into the batch run's outputs. See docs/streaming.md.
+
+    python evaluate_stream.py --worker-name gpu0 --device cuda:0
+    python evaluate_stream.py --lookupd-http-address 10.0.0.5:4161 --result-nsqd-tcp-address 10.0.0.6:4150
+    python evaluate_stream.py --idle-timeout 300 --max-messages 20000        # from cron
+    python main.py --shards 'result_stream.*.csv'                            # -> result_total.csv, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from aigc_eval import columns as col
+from aigc_eval.cli.product import add_product_arguments, product_options_from
+from aigc_eval.cli.support import (
+    add_cleaning_arguments,
+    add_runtime_arguments,
+    cleaning_options_from,
+    flags,
+    new_parser,
+    run_cli,
+    runtime_options_from,
+    setup_logging,
+)
+from aigc_eval.collection.listener import (
+    EXIT_LOCKED,
+    EXIT_OUTPUT_BROKEN,
+    ListenerOptions,
+    exit_code_for,
+)
+from aigc_eval.collection.messages import FieldMapping, load_mapping
+from aigc_eval.io.append_log import OutputBroken, OutputLocked
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 stopped as asked (signal, --max-messages, --idle-timeout); 1 stopped as asked, some "
+    "messages went to the dead-letter file; 2 bad arguments or an unusable shard/mapping file; 3 model "
+    "weights missing; 4 another worker of this name holds the shard's lock; 5 a failed write could not be "
+    "undone (restart repairs the shard); 6 never reached nsqd before --idle-timeout"
+)
+
+
+def default_worker_name() -> str:
+    """host name + pid, made safe for a file name."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "worker"
+    return f"{host}-{os.getpid()}"
+
+
+def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The listener's NSQ flags (message_listener.py --help), with the stream's defaults."""
+    parser.add_argument("--topic", default=col.DEFAULT_NSQ_TOPIC, help="NSQ topic the generation service publishes to")
+    parser.add_argument("--channel", default=col.DEFAULT_STREAM_CHANNEL, help="NSQ channel (workers sharing one split the messages)")
+    parser.add_argument(*flags("nsqd-tcp-address"), dest="nsqd_tcp_addresses", action="append", default=None,
+                        help=f"nsqd TCP address, repeatable (default {col.DEFAULT_NSQD_TCP_ADDRESS} unless --lookupd-http-address)")
+    parser.add_argument(*flags("lookupd-http-address"), dest="lookupd_http_addresses", action="append", default=[],
+                        help="nsqlookupd HTTP address to discover nsqd from, repeatable")
+    parser.add_argument("--mapping", type=Path, default=None, help="JSON object: mapping key -> body field path")
+    parser.add_argument("--map", dest="map_overrides", action="append", default=[], metavar="KEY=PATH",
+                        help=f"one mapping change, repeatable; keys: {', '.join(FieldMapping.keys())}")
+    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int, default=64,
+                        help="messages delivered but not yet FINished (at least twice --batch-size keeps the models busy)")
+    parser.add_argument(*flags("max-tries"), dest="max_tries", type=int, default=10,
+                        help="deliveries before a message goes to the dead-letter file (0: never)")
+    parser.add_argument(*flags("requeue-delay"), dest="requeue_delay", type=int, default=90,
+                        help="seconds times the attempt number before a message whose scoring or write failed comes back")
+    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0,
+                        help="seconds before reconnecting to a lost nsqd")
+    parser.add_argument(*flags("msg-timeout"), dest="msg_timeout", type=float, default=60.0,
+                        help="seconds nsqd waits for a FIN before giving a message to another worker (negotiated; "
+                             "messages being scored are TOUCHed every third of it)")
+    parser.add_argument(*flags("max-messages"), dest="max_messages", type=int, default=None, help="stop after this many messages")
+    parser.add_argument(*flags("idle-timeout"), dest="idle_timeout", type=float, default=None,
+                        help="stop after this many seconds without a message (and nothing left to score)")
+    parser.add_argument(*flags("progress-interval"), dest="progress_interval", type=float, default=60.0,
+                        help="seconds between progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
+    from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE
+    from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
+    from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
+
+    parser = new_parser(__doc__, exit_codes=EXIT_CODES_HELP)
+    parser.add_argument(*flags("output-dir"), dest="output_dir", type=Path, default=Path("."), help="folder of the shards")
+    parser.add_argument(*flags("worker-name"), dest="worker_name", default=None,
+                        help="this worker's name in its files (default: host name-pid; give a fixed one so a restart "
+                             "reuses its shard and republishes what was not acknowledged)")
+    parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
+                        help="JSON lines for messages that cannot become rows (default: result_stream.<worker>.dead_letter.jsonl)")
+    add_nsq_arguments(parser.add_argument_group("NSQ (as message_listener.py)"))
+    publish = parser.add_argument_group("result messages")
+    publish.add_argument(*flags("result-topic"), dest="result_topic", default=col.DEFAULT_RESULT_TOPIC,
+                         help="topic each image's JSON result is published to")
+    publish.add_argument(*flags("result-nsqd-tcp-address"), dest="result_addresses", action="append", default=None,
+                         help="nsqd TCP address to publish to, repeatable (default: the --nsqd-tcp-address ones)")
+    publish.add_argument(*flags("no-publish"), dest="no_publish", action="store_true", help="publish no results")
+    publish.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore in the total")
+    publish.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
+                         help="weight of product_score in the total")
+    publish.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
+                         help="CLIPScore that counts as a perfect match when normalising")
+    publish.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
+                         help="regenerate when clip_score is below this")
+    publish.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                         help="regenerate when the Inception top-1 confidence is below this")
+    scoring = parser.add_argument_group("scoring (as main.py --input)")
+    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
+    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
+                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
+    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+    add_cleaning_arguments(scoring)
+    add_runtime_arguments(scoring, batch_size=32)
+    product = parser.add_argument_group("product checks (for messages with a cut-out)")
+    product.add_argument(*flags("no-product"), dest="no_product", action="store_true", help="no product checks")
+    add_product_arguments(product)
+    parser.add_argument("-v", "--verbose", action="store_true", help="also pynsq's own log lines (connections, heartbeats)")
+    return parser
+
+
+def options_from(args: argparse.Namespace):
+    """The StreamOptions the flags describe; ValueError or InputError naming a bad one."""
+    from aigc_eval.decisions.rules import Thresholds
+    from aigc_eval.stream.publish import ResultSettings
+    from aigc_eval.stream.runner import ScoringSettings, StreamOptions
+    from aigc_eval.stream.shards import ShardPaths, check_worker_name
+
+    nsqd = tuple(args.nsqd_tcp_addresses or ([] if args.lookupd_http_addresses else [col.DEFAULT_NSQD_TCP_ADDRESS]))
+    nsq_options = ListenerOptions(
+        dead_letter=args.dead_letter, topic=args.topic, channel=args.channel, nsqd_tcp_addresses=nsqd,
+        lookupd_http_addresses=tuple(args.lookupd_http_addresses), mapping=load_mapping(args.mapping, args.map_overrides),
+        max_in_flight=args.max_in_flight, max_tries=args.max_tries, requeue_delay=args.requeue_delay,
+        reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,
+        progress_interval=args.progress_interval)
+    if args.clip_weight < 0 or args.product_weight < 0 or not 0 < args.clip_ceiling <= 1:
+        raise ValueError("--clip-weight and --product-weight must not be negative, --clip-ceiling in (0, 1]")
+    scoring = ScoringSettings(args.model, args.model_dir, args.weights, runtime_options_from(args),
+                              None if args.no_product else product_options_from(args), cleaning_options_from(args))
+    results = ResultSettings(Thresholds(args.min_clip, args.min_confidence), args.clip_weight, args.product_weight,
+                             args.clip_ceiling)
+    return StreamOptions(
+        nsq=nsq_options, paths=ShardPaths(args.output_dir, check_worker_name(args.worker_name or default_worker_name())),
+        scoring=scoring, results=results, result_topic=None if args.no_publish else args.result_topic,
+        result_addresses=tuple(args.result_addresses or nsqd), msg_timeout=args.msg_timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    logging.getLogger("nsq").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    def body() -> int:
+        from aigc_eval.stream.runner import run_stream
+
+        options = options_from(args)
+        try:
+            stats = run_stream(options)
+        except OutputLocked as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        except OutputBroken as exc:
+            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return EXIT_OUTPUT_BROKEN
+        return exit_code_for(stats, options.checked().nsq)
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Result messages on --result-topic: one JSON object per scored image, at least once.
+
+A result is built from the image's shard row alone, so a restart can publish again exactly
+what it would have published. Results are published (MPUB through pynsq's Writer) only after
+the rows are fsynced and their messages FINished; nsqd's OK marks them in the published log.
+A failed or unanswered MPUB is retried with backoff (1 s doubling to 60 s) while the worker
+runs; what is still unmarked when it stops (or dies) is published again when a worker with
+the same --worker-name starts. Downstream dedups on `id` (a result may come twice).
+
+The total: merge.py's total_score needs the batch's marginal for its IS term, which a stream
+does not have, so the published total leaves the IS term out (weight 0), as the HTTP service
+does without a reference marginal: (clip_weight * clip_norm [+ product_weight * product_score])
+/ (clip_weight [+ product_weight]). main.py --shards gives the batch total with the IS term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import nsq
+
+from aigc_eval import columns as col
+from aigc_eval.decisions.rules import Thresholds, regenerate_reasons
+from aigc_eval.product import names as pn
+from aigc_eval.scoring.metrics import (
+    DEFAULT_CLIP_CEILING,
+    normalise_clip,
+    weighted_total,
+)
+
+log = logging.getLogger("aigc_eval")
+
+IS_TERM_OMITTED = "omitted: a stream has no batch marginal; main.py --shards adds it"
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between publish retries, doubling
+MPUB_CHUNK = 100  # results per MPUB
+
+
+@dataclass(frozen=True)
+class ResultSettings:
+    """How a result message's total and regenerate reasons are computed (main.py's flags)."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    clip_weight: float = 0.6
+    product_weight: float = 0.5
+    clip_ceiling: float = DEFAULT_CLIP_CEILING
+
+
+def _number(text: object) -> float | None:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _integer(text: object) -> int | None:
+    number = _number(text)
+    return int(number) if number is not None else None
+
+
+def _status(row: dict[str, str]) -> tuple[str, str]:
+    """The image's status and error as decisions.merge.merge_pair would give them."""
+    if row.get(col.IMAGE_ERROR):
+        return col.STATUS_ERROR, row[col.IMAGE_ERROR]
+    return row.get(col.STATUS) or col.STATUS_ERROR, row.get(col.ERROR, "")
+
+
+def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, object]:
+    """The JSON object published for one shard row."""
+    status, error = _status(row)
+    product_ok = row.get(col.PRODUCT_STATUS) == col.STATUS_OK
+    scores = {
+        col.CLIP_SCORE: _number(row.get(col.CLIP_SCORE)), col.PROMPT_TOKENS: _integer(row.get(col.PROMPT_TOKENS)),
+        col.TOP1_CLASS: _integer(row.get(col.TOP1_CLASS)), col.TOP1_LABEL: row.get(col.TOP1_LABEL) or None,
+        col.TOP1_CONFIDENCE: _number(row.get(col.TOP1_CONFIDENCE)),
+        pn.PRODUCT_SCORE: _number(row.get(pn.PRODUCT_SCORE)) if product_ok else None,
+        pn.PRODUCT_ISSUES: [i for i in (row.get(pn.PRODUCT_ISSUES) or "").split(";") if i],
+        col.PRODUCT_STATUS: row.get(col.PRODUCT_STATUS) or None,
+    }
+    total, reasons = None, ""
+    if status == col.STATUS_OK:
+        # As decisions.merge: the norm from the written 6-digit score, the product term beside it.
+        clip_norm = float(f"{normalise_clip(float(row[col.CLIP_SCORE]), settings.clip_ceiling):.6f}")
+        product = scores[pn.PRODUCT_SCORE] if product_ok else None
+        if settings.clip_weight > 0:
+            total = round(weighted_total(clip_norm, 0.0, settings.clip_weight, 0.0, product,  # type: ignore[arg-type]
+                                         settings.product_weight if product is not None else 0.0), 6)
+        reasons = regenerate_reasons({**row, col.STATUS: status}, settings.thresholds)
+    return {
+        col.KEY_RESULT_ID: row[col.ID], col.KEY_RESULT_REQUEST_ID: row.get(col.REQUEST_ID, ""),
+        col.KEY_RESULT_WORKER: row.get(col.WORKER, ""), col.KEY_RESULT_STATUS: status, col.KEY_RESULT_ERROR: error,
+        col.KEY_RESULT_SCORES: scores, col.KEY_RESULT_TOTAL: total, col.KEY_RESULT_IS_TERM: IS_TERM_OMITTED,
+        col.KEY_RESULT_REGENERATE: reasons.split("; ") if reasons else [],
+        col.KEY_RESULT_NSQ_MESSAGE_ID: row.get(col.NSQ_MESSAGE_ID, ""), col.KEY_RESULT_SCORED_AT: row.get(col.SCORED_AT, ""),
+    }
+
+
+class Publisher:
+    """Publishes result rows through an nsq.Writer on the IOLoop; calls `on_published(ids)` once
+    nsqd acknowledged them. Create it inside the running loop (pynsq takes IOLoop.current())."""
+
+    def __init__(self, addresses: Sequence[str], topic: str, settings: ResultSettings,
+                 on_published: Callable[[list[str]], None], reconnect_delay: float = 15.0):
+        self.topic, self.settings, self.on_published = topic, settings, on_published
+        self.writer = nsq.Writer(list(addresses), reconnect_interval=reconnect_delay)
+        self.queue: list[tuple[str, bytes]] = []
+        self.sending = 0  # results in an MPUB not yet answered
+        self.published = self.failures = 0
+        self._retry_delay = RETRY_FIRST
+        self._next_try = 0.0
+
+    def add(self, rows: Sequence[dict[str, str]]) -> None:
+        for row in rows:
+            body = json.dumps(result_message(row, self.settings), ensure_ascii=False).encode("utf-8")
+            self.queue.append((row[col.ID], body))
+        self.pump()
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) + self.sending
+
+    def pump(self) -> None:
+        """Send what is queued, unless a retry is waiting for its backoff; called again by a timer."""
+        if self.sending or not self.queue or time.monotonic() < self._next_try:
+            return
+        chunk, self.queue = self.queue[:MPUB_CHUNK], self.queue[MPUB_CHUNK:]
+        self.sending = len(chunk)
+        self.writer.mpub(self.topic, [body for _, body in chunk], callback=lambda conn, data: self._done(chunk, data))
+
+    def _done(self, chunk: list[tuple[str, bytes]], data: object) -> None:
+        self.sending = 0
+        if isinstance(data, nsq.Error) or data != b"OK":
+            self.failures += 1
+            self.queue[:0] = chunk  # first in line again, in order
+            self._next_try = time.monotonic() + self._retry_delay
+            log.warning("could not publish %d results to %s (%s); retrying in %.0f s", len(chunk), self.topic,
+                        data, self._retry_delay)
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+            return
+        self._retry_delay, self._next_try = RETRY_FIRST, 0.0
+        self.published += len(chunk)
+        self.on_published([image_id for image_id, _ in chunk])
+        self.pump()
+
+    async def close(self) -> None:
+        """Close the writer's connections; pynsq's complaints about reads it had pending and the
+        reconnect it plans mean nothing now."""
+        quieted = [logging.getLogger(name) for name in ("nsq.client", "nsq.writer", "nsq.conn")]
+        levels = [logger.level for logger in quieted]
+        for logger in quieted:
+            logger.setLevel(logging.CRITICAL)
+        try:
+            for conn in list(self.writer.conns.values()):
+                conn.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            for logger, level in zip(quieted, levels):
+                logger.setLevel(level)

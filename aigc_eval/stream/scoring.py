@@ -1,0 +1,82 @@
+"""A batch of delivered rows through the scoring core main.py --input uses, to shard rows.
+
+Runs in the worker's threads, never on the IOLoop: `submit` cleans the prompts (as main.py
+does), fetches and decodes the images (with the product check when enabled: every row then
+goes through it, as main.py runs it on every row of an input with the cut-out column) and
+queues the model work in the core's lanes; the function it returns waits for the models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import torch
+
+from aigc_eval import columns as col
+from aigc_eval.collection.messages import LISTENER_COLUMNS
+from aigc_eval.product import names as pn
+from aigc_eval.product.stage import RESULT_COLUMNS as PRODUCT_RESULT_COLUMNS
+from aigc_eval.scoring.clipscore import CLIP_RESULT_COLUMNS
+from aigc_eval.scoring.core import ScoredRow, ScoringCore
+from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
+
+# Distinct prompts whose text embedding stays in memory; past this the dict is emptied between
+# batches (the score cache on disk keeps them), so a long-running worker's memory stays flat.
+TEXT_EMBEDDINGS_KEPT = 20_000
+ScoredBatch = list[tuple[dict[str, object], "torch.Tensor | None"]]
+
+
+def top1_fields(logits: torch.Tensor, categories: Sequence[str]) -> dict[str, object]:
+    """top1_class, top1_label and top1_confidence of one image, as InceptionScorer.results gives them."""
+    confidence, top1 = logits.double().softmax(dim=0).max(dim=0)
+    cls = int(top1)
+    return {col.TOP1_CLASS: cls, col.TOP1_LABEL: categories[cls], col.TOP1_CONFIDENCE: f"{float(confidence):.6f}"}
+
+
+class BatchScorer:
+    """Delivered rows -> (shard row, logits) pairs through a ScoringCore; see the module docstring."""
+
+    def __init__(self, core: ScoringCore, cleaning: CleaningOptions, worker: str):
+        self.core, self.cleaning, self.worker = core, cleaning, worker
+        self.checker = core.checker(None)  # None without product checks; one cut-out cache for the run
+
+    def warm_up(self) -> None:
+        """Load both models now, in their lanes, so missing weights stop the worker before it subscribes."""
+        for model in (self.core.clip.model, self.core.inception.model):
+            self.core.lanes.submit(model.get).result()
+
+    def forget_prompts(self) -> None:
+        """Empty the in-memory text embeddings when they grew large; only while no batch is in flight."""
+        if len(self.core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
+            self.core.clip.text_embeddings.clear()
+
+    def submit(self, rows: list[dict[str, str]]) -> Callable[[], ScoredBatch]:
+        """Prepare the rows and queue their model work; the returned function waits for it."""
+        cleaned = clean_rows(rows, col.PROMPT, self.cleaning, col.RAW_PROMPT)
+        prepared = list(self.core.prepare(cleaned, col.IMAGE_URL, None, self.checker))
+        finish = self.core.submit(prepared, col.PROMPT)
+        return lambda: [(self.shard_row(scored), scored.logits) for scored in finish()]
+
+    def shard_row(self, scored: ScoredRow) -> dict[str, object]:
+        """One image's shard row (shards.SHARD_COLUMNS) from the core's result."""
+        row = scored.row
+        out: dict[str, object] = {name: row.get(name, "") for name in (*LISTENER_COLUMNS, col.RAW_PROMPT, col.REQUEST_ID)}
+        out[col.WORKER] = self.worker
+        out.update({name: scored.clip.get(name, "") for name in CLIP_RESULT_COLUMNS})
+        if scored.logits is not None:
+            out.update(top1_fields(scored.logits, self.core.inception.categories))
+        else:
+            out[col.IMAGE_ERROR] = scored.error or "not scored"
+        product = scored.product
+        out.update({name: product.get(name, "") for name in PRODUCT_RESULT_COLUMNS if name not in (col.STATUS, col.ERROR)})
+        out[col.PRODUCT_STATUS] = product.get(col.STATUS, "")
+        out[col.PRODUCT_ERROR] = product.get(col.ERROR, "")
+        out[col.SCORED_AT] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return out
+
+
+def product_row(shard_row: dict[str, str]) -> dict[str, str]:
+    """The product fields of a shard row under result_product.csv's names (status, error)."""
+    fields = {name: shard_row.get(name, "") for name in (*pn.PRODUCT_COLUMNS, pn.PRODUCT_CROP_BOX)}
+    return {**fields, col.STATUS: shard_row.get(col.PRODUCT_STATUS, ""), col.ERROR: shard_row.get(col.PRODUCT_ERROR, "")}
