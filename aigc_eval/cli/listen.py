@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -28,13 +29,12 @@ EXIT_CODES_HELP = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = new_parser(listener.__doc__, exit_codes=EXIT_CODES_HELP)
-    parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_LISTENER_OUTPUT), help="CSV the rows are appended to")
-    parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
-                        help="JSON lines for messages that cannot become rows (default: <output stem>.dead_letter.jsonl)")
-    parser.add_argument("--topic", default=col.DEFAULT_NSQ_TOPIC, help="NSQ topic")
-    parser.add_argument("--channel", default=col.DEFAULT_NSQ_CHANNEL, help="NSQ channel (listeners sharing one split the messages)")
+def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, channel: str, max_in_flight: int,
+                      who: str) -> None:
+    """The NSQ flags message_listener.py and evaluate_stream.py share: where to subscribe, the body
+    mapping, flow control, retries, and when to stop (`who` share a channel's messages)."""
+    parser.add_argument("--topic", default=col.DEFAULT_NSQ_TOPIC, help="NSQ topic the generation service publishes to")
+    parser.add_argument("--channel", default=channel, help=f"NSQ channel ({who} sharing one split the messages)")
     parser.add_argument(*flags("nsqd-tcp-address"), dest="nsqd_tcp_addresses", action="append", default=None,
                         help=f"nsqd TCP address, repeatable (default {col.DEFAULT_NSQD_TCP_ADDRESS} unless --lookupd-http-address)")
     parser.add_argument(*flags("lookupd-http-address"), dest="lookupd_http_addresses", action="append", default=[],
@@ -42,15 +42,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mapping", type=Path, default=None, help="JSON object: mapping key -> body field path")
     parser.add_argument("--map", dest="map_overrides", action="append", default=[], metavar="KEY=PATH",
                         help=f"one mapping change, repeatable; keys: {', '.join(FieldMapping.keys())}")
-    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int, default=100, help="messages delivered but not yet FINished")
+    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int, default=max_in_flight,
+                        help="messages delivered but not yet FINished")
     parser.add_argument(*flags("max-tries"), dest="max_tries", type=int, default=10,
                         help="deliveries before a message goes to the dead-letter file (0: never)")
     parser.add_argument(*flags("requeue-delay"), dest="requeue_delay", type=int, default=90,
                         help="seconds times the attempt number before a message whose write failed comes back")
-    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0, help="seconds before reconnecting to a lost --nsqd-tcp-address (with lookupd, the next lookup reconnects)")
+    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0,
+                        help="seconds before reconnecting to a lost --nsqd-tcp-address (with lookupd, the next lookup reconnects)")
     parser.add_argument(*flags("max-messages"), dest="max_messages", type=int, default=None, help="stop after this many messages")
-    parser.add_argument(*flags("idle-timeout"), dest="idle_timeout", type=float, default=None, help="stop after this many seconds without a message")
-    parser.add_argument(*flags("progress-interval"), dest="progress_interval", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument(*flags("idle-timeout"), dest="idle_timeout", type=float, default=None,
+                        help="stop after this many seconds without a message")
+    parser.add_argument(*flags("progress-interval"), dest="progress_interval", type=float, default=60.0,
+                        help="seconds between progress lines")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = new_parser(listener.__doc__, exit_codes=EXIT_CODES_HELP)
+    parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_LISTENER_OUTPUT), help="CSV the rows are appended to")
+    parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
+                        help="JSON lines for messages that cannot become rows (default: <output stem>.dead_letter.jsonl)")
+    add_nsq_arguments(parser, channel=col.DEFAULT_NSQ_CHANNEL, max_in_flight=100, who="listeners")
     parser.add_argument("-v", "--verbose", action="store_true", help="also pynsq's own log lines (connections, heartbeats)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     args = parser.parse_args(argv)

@@ -24,6 +24,8 @@ from aigc_eval.cli.support import (
     EXIT_NO_WEIGHTS,
     EXIT_OK,
     add_cleaning_arguments,
+    add_decision_arguments,
+    add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
     flags,
@@ -32,14 +34,9 @@ from aigc_eval.cli.support import (
     runtime_options_from,
     setup_logging,
 )
-from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
 from aigc_eval.decisions.rules import (
-    DEFAULT_MIN_CLIP,
-    DEFAULT_MIN_CONFIDENCE,
     Thresholds,
 )
-from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
-from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
 
 TOKEN_ENV = "AIGC_EVAL_TOKEN"
 EXIT_CODES = ("exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or an unusable file; "
@@ -67,20 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Inception term's reference: an .npy of (N, 1000) logits (evaluate_is.py --save-logits) "
                              "or of 1000 probabilities; without it the IS term is left out of total_score")
     scoring = parser.add_argument_group("scoring (as main.py --input)")
-    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
-    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
-                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
-    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
-    scoring.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
-    scoring.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
-    scoring.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
-                         help="weight of product_score in total_score (items with a product_image_url)")
-    scoring.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
-                         help="CLIPScore that counts as a perfect match when normalising")
-    scoring.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
-                         help="regenerate when clip_score is below this")
-    scoring.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
-                         help="regenerate when the Inception top-1 confidence is below this")
+    add_model_arguments(scoring)
+    add_decision_arguments(scoring)
     add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=16)
     add_product_arguments(parser.add_argument_group("product checks (items with a product_image_url)"))

@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Sequence
 
 from aigc_eval import columns as col
+from aigc_eval.cli.listen import add_nsq_arguments
 from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     add_cleaning_arguments,
+    add_decision_arguments,
+    add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
     flags,
@@ -43,7 +46,7 @@ from aigc_eval.collection.listener import (
     ListenerOptions,
     exit_code_for,
 )
-from aigc_eval.collection.messages import FieldMapping, load_mapping
+from aigc_eval.collection.messages import load_mapping
 from aigc_eval.io.append_log import OutputBroken, OutputLocked
 
 EXIT_CODES_HELP = (
@@ -60,40 +63,7 @@ def default_worker_name() -> str:
     return f"{host}-{os.getpid()}"
 
 
-def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The listener's NSQ flags (message_listener.py --help), with the stream's defaults."""
-    parser.add_argument("--topic", default=col.DEFAULT_NSQ_TOPIC, help="NSQ topic the generation service publishes to")
-    parser.add_argument("--channel", default=col.DEFAULT_STREAM_CHANNEL, help="NSQ channel (workers sharing one split the messages)")
-    parser.add_argument(*flags("nsqd-tcp-address"), dest="nsqd_tcp_addresses", action="append", default=None,
-                        help=f"nsqd TCP address, repeatable (default {col.DEFAULT_NSQD_TCP_ADDRESS} unless --lookupd-http-address)")
-    parser.add_argument(*flags("lookupd-http-address"), dest="lookupd_http_addresses", action="append", default=[],
-                        help="nsqlookupd HTTP address to discover nsqd from, repeatable")
-    parser.add_argument("--mapping", type=Path, default=None, help="JSON object: mapping key -> body field path")
-    parser.add_argument("--map", dest="map_overrides", action="append", default=[], metavar="KEY=PATH",
-                        help=f"one mapping change, repeatable; keys: {', '.join(FieldMapping.keys())}")
-    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int, default=64,
-                        help="messages delivered but not yet FINished (at least twice --batch-size keeps the models busy)")
-    parser.add_argument(*flags("max-tries"), dest="max_tries", type=int, default=10,
-                        help="deliveries before a message goes to the dead-letter file (0: never)")
-    parser.add_argument(*flags("requeue-delay"), dest="requeue_delay", type=int, default=90,
-                        help="seconds times the attempt number before a message whose scoring or write failed comes back")
-    parser.add_argument(*flags("reconnect-delay"), dest="reconnect_delay", type=float, default=15.0,
-                        help="seconds before reconnecting to a lost nsqd")
-    parser.add_argument(*flags("msg-timeout"), dest="msg_timeout", type=float, default=60.0,
-                        help="seconds nsqd waits for a FIN before giving a message to another worker (negotiated; "
-                             "messages being scored are TOUCHed every third of it)")
-    parser.add_argument(*flags("max-messages"), dest="max_messages", type=int, default=None, help="stop after this many messages")
-    parser.add_argument(*flags("idle-timeout"), dest="idle_timeout", type=float, default=None,
-                        help="stop after this many seconds without a message (and nothing left to score)")
-    parser.add_argument(*flags("progress-interval"), dest="progress_interval", type=float, default=60.0,
-                        help="seconds between progress lines")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
-    from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE
-    from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
-    from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
 
     parser = new_parser(__doc__, exit_codes=EXIT_CODES_HELP)
     parser.add_argument(*flags("output-dir"), dest="output_dir", type=Path, default=Path("."), help="folder of the shards")
@@ -102,27 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "reuses its shard and republishes what was not acknowledged)")
     parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
                         help="JSON lines for messages that cannot become rows (default: result_stream.<worker>.dead_letter.jsonl)")
-    add_nsq_arguments(parser.add_argument_group("NSQ (as message_listener.py)"))
+    nsq_group = parser.add_argument_group("NSQ (as message_listener.py)")
+    add_nsq_arguments(nsq_group, channel=col.DEFAULT_STREAM_CHANNEL, max_in_flight=64, who="workers")
+    nsq_group.add_argument(*flags("msg-timeout"), dest="msg_timeout", type=float, default=60.0,
+                           help="seconds nsqd waits for a FIN before giving a message to another worker (negotiated; "
+                                "messages being scored are TOUCHed every third of it)")
     publish = parser.add_argument_group("result messages")
     publish.add_argument(*flags("result-topic"), dest="result_topic", default=col.DEFAULT_RESULT_TOPIC,
                          help="topic each image's JSON result is published to")
     publish.add_argument(*flags("result-nsqd-tcp-address"), dest="result_addresses", action="append", default=None,
                          help="nsqd TCP address to publish to, repeatable (default: the --nsqd-tcp-address ones)")
     publish.add_argument(*flags("no-publish"), dest="no_publish", action="store_true", help="publish no results")
-    publish.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore in the total")
-    publish.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
-                         help="weight of product_score in the total")
-    publish.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
-                         help="CLIPScore that counts as a perfect match when normalising")
-    publish.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
-                         help="regenerate when clip_score is below this")
-    publish.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
-                         help="regenerate when the Inception top-1 confidence is below this")
+    add_decision_arguments(publish, is_weight=False)
     scoring = parser.add_argument_group("scoring (as main.py --input)")
-    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
-    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
-                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
-    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+    add_model_arguments(scoring)
     add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=32)
     product = parser.add_argument_group("product checks (for messages with a cut-out)")

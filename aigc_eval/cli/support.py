@@ -52,6 +52,38 @@ def add_column_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flags("image-col"), dest="image_col", default=col.IMAGE_URL, help="column with the image URL or local path")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--model, --model-dir, --weights: the Chinese-CLIP model and where both models' weights are."""
+    from aigc_eval.scoring.model_loading import (  # loads torch: not at import
+        CLIP_DEFAULT_MODEL,
+        clip_model_names,
+    )
+
+    parser.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
+    parser.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
+                        help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
+    parser.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+
+
+def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, is_weight: bool = True) -> None:
+    """The weights of the total and the regenerate thresholds, as main.py takes them."""
+    from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
+    from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE
+    from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
+
+    parser.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
+    if is_weight:
+        parser.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
+    parser.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
+                        help="weight of product_score in total_score (images with a cut-out)")
+    parser.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
+                        help="CLIPScore that counts as a perfect match when normalising")
+    parser.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
+                        help="regenerate when clip_score is below this")
+    parser.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                        help="regenerate when the Inception top-1 confidence is below this")
+
+
 def add_cleaning_arguments(parser: argparse.ArgumentParser) -> None:
     """--no-clean, --prompt-rules, --subjects, --category-col: how prompts are cleaned before scoring."""
     parser.add_argument(*flags("no-clean"), dest="no_clean", action="store_true",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -87,6 +88,9 @@ class ProductChecker:
     decode_size = PRODUCT_DECODE_SIZE
 
     def __init__(self, options: ProductOptions, fetch: FetchConfig, base_dir: Path | None = None):
+        # The checks already run one per worker thread beside the model lanes: OpenCV's own thread
+        # pool on top would only fight them for the cores.
+        cv2.setNumThreads(1)
         self.options = options
         self.fetch = fetch
         self.base_dir = base_dir
