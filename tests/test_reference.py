@@ -105,3 +105,27 @@ def test_unusable_references_are_one_line_errors(tmp_path, clip_dir, inception_w
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "dist.json").exists()
+
+
+def test_compare_gives_the_distance_between_two_runs_from_the_cache(tmp_path, clip_dir, inception_weights, image_files):
+    from aigc_eval.decisions.outputs import run_compare
+    from aigc_eval.io.image_fetch import FetchConfig
+    from aigc_eval.scoring.distribution import compare_features
+
+    reference = _reference(tmp_path)
+    runs = {"a": _generated(tmp_path, image_files), "b": write_csv(tmp_path / "b.csv", [
+        {"id": f"b-{i}", "prompt": "木桌上的咖啡杯", "image_url": f"ref/r{i}.jpg", "category": "A"} for i in range(4)])}
+    for name, generated in runs.items():
+        assert _run(tmp_path, generated, reference, clip_dir, inception_weights, "--no-report", "--output",
+                    str(tmp_path / f"total_{name}.csv"), "--save-features", str(tmp_path / f"features_{name}")) == 0
+    distance = run_compare(tmp_path / "total_a.csv", tmp_path / "total_b.csv", tmp_path / "compare.csv", "id",
+                           fetch=FetchConfig())
+    saved = [{backbone: np.load(tmp_path / f"features_{name}" / f"generated_{backbone}.npy").astype(np.float64)
+              for backbone in ("inception_pool", "clip")} for name in runs]
+    expected = compare_features(saved[0], saved[1])
+    assert (distance["n_generated"], distance["n_reference"]) == (5, 4)
+    assert distance["kid_mean"] == pytest.approx(expected["kid_mean"], rel=1e-4)
+    assert distance["cmmd"] == pytest.approx(expected["cmmd"], rel=1e-4)
+    # Without the cache, there is nothing to compare, and it says so rather than guessing.
+    assert run_compare(tmp_path / "total_a.csv", tmp_path / "total_b.csv", tmp_path / "compare.csv", "id",
+                       fetch=FetchConfig(cache_dir=None)) is None

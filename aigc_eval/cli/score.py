@@ -40,6 +40,7 @@ from aigc_eval.cli.support import (
     add_column_arguments,
     add_runtime_arguments,
     cleaning_options_from,
+    fetch_config_from,
     flags,
     new_parser,
     run_cli,
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         if args.compare:
-            run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col)
+            run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col, args.image_col,
+                        fetch_config_from(args))
             return EXIT_OK
         check_weights(args.clip_weight, args.is_weight)
         if args.product_weight < 0:

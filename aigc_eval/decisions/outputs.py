@@ -8,6 +8,10 @@ from pathlib import Path
 from aigc_eval import columns as col
 from aigc_eval import log
 from aigc_eval.decisions.compare import COMPARE_COLUMNS, compare_runs, format_comparison
+from aigc_eval.decisions.compare_distribution import (
+    compare_run_images,
+    format_run_distance,
+)
 from aigc_eval.decisions.merge import merge_product_file, merge_score_files
 from aigc_eval.decisions.report import write_html_report
 from aigc_eval.decisions.report_distribution import (
@@ -83,8 +87,13 @@ def decide_and_write(
     return summary
 
 
-def run_compare(path_a: Path, path_b: Path, output_path: Path, id_col: str) -> None:
-    """--compare: write the A/B comparison and show it on stderr."""
+def run_compare(path_a: Path, path_b: Path, output_path: Path, id_col: str, image_col: str = col.IMAGE_URL,
+                fetch: FetchConfig | None = None) -> dict[str, object] | None:
+    """--compare: write the A/B comparison and show it on stderr, with the distance between the
+    two runs' images (KID, CMMD) when the score cache has their features; returns that distance."""
     results = compare_runs(path_a, path_b, id_col)
     write_rows(output_path, COMPARE_COLUMNS, results)
-    log.info("%s\nwrote %s", format_comparison(results, str(path_a), str(path_b)), output_path)
+    distance = compare_run_images(path_a, path_b, id_col, image_col, fetch or FetchConfig())
+    log.info("%s\n%s\nwrote %s", format_comparison(results, str(path_a), str(path_b)),
+             format_run_distance(distance, str(path_a), str(path_b)), output_path)
+    return distance

@@ -69,6 +69,21 @@ class ScoreCache:
             self._db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", rows)
             self._db.commit()
 
+    def find(self, kind: str, digests: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """Every stored vector of `kind` for these image digests, by model key: {model_key: {digest: vector}}.
+        For reading features back without the models (main.py --compare)."""
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
+            chunk = unique[start:start + 500]
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT model_key, digest, dtype, data FROM features WHERE kind=? AND digest IN ({','.join('?' * len(chunk))})",
+                    (kind, *chunk)).fetchall()
+            for model_key, digest, dtype, data in rows:
+                found.setdefault(model_key, {})[digest] = torch.from_numpy(np.frombuffer(data, dtype=dtype).copy())
+        return found
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
