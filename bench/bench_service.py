@@ -49,7 +49,7 @@ from bench.run_bench import write_input  # noqa: E402
 # Per thread: cycles over the bodies from an offset, counts statuses; done() prints one JSON line.
 WRK_SCRIPT = r"""
 local bodies, i, threads = {}, 0, {}
-c200, c503, cother = 0, 0, 0
+c200, c503, c504, cother = 0, 0, 0, 0
 function setup(thread) table.insert(threads, thread); thread:set("offset", #threads * 7) end
 function init(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
@@ -60,14 +60,18 @@ function request()
   return wrk.format("POST", "/v1/score", {["Content-Type"] = "application/json"}, bodies[i])
 end
 function response(status, headers, body)
-  if status == 200 then c200 = c200 + 1 elseif status == 503 then c503 = c503 + 1 else cother = cother + 1 end
+  if status == 200 then c200 = c200 + 1 elseif status == 503 then c503 = c503 + 1
+  elseif status == 504 then c504 = c504 + 1 else cother = cother + 1 end
 end
 function done(summary, latency, requests)
-  local s200, s503, sother = 0, 0, 0
-  for _, t in ipairs(threads) do s200 = s200 + t:get("c200"); s503 = s503 + t:get("c503"); sother = sother + t:get("cother") end
+  local s200, s503, s504, sother = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    s200 = s200 + t:get("c200"); s503 = s503 + t:get("c503"); s504 = s504 + t:get("c504"); sother = sother + t:get("cother")
+  end
   io.write(string.format('WRK {"seconds": %f, "requests": %d, "timeouts": %d, "p50": %f, "p95": %f, "p99": %f, ' ..
-    '"s200": %d, "s503": %d, "other": %d}\n', summary.duration / 1e6, summary.requests, summary.errors.timeout,
-    latency:percentile(50) / 1e6, latency:percentile(95) / 1e6, latency:percentile(99) / 1e6, s200, s503, sother))
+    '"s200": %d, "s503": %d, "s504": %d, "other": %d}\n', summary.duration / 1e6, summary.requests,
+    summary.errors.timeout, latency:percentile(50) / 1e6, latency:percentile(95) / 1e6, latency:percentile(99) / 1e6,
+    s200, s503, s504, sother))
 end
 """
 
@@ -221,12 +225,12 @@ def report(figures: dict[str, object]) -> str:
              f"main.py --input: {figures['main_images_per_s']:.2f} images/s (model load {figures['model_load_s']:.1f}s "
              f"excluded); one image alone: fetch {figures['fetch_s'] * 1000:.0f} ms + models "
              f"{figures['models_s'] * 1000:.0f} ms",
-             "concurrency  images/s   p50 s   p95 s   p99 s   200s  503s  other"]
+             "concurrency  images/s   p50 s   p95 s   p99 s   200s  503s  504s  other  wrk timeouts"]
     runs = [(str(c), f) for c, f in figures["levels"].items()]  # type: ignore[union-attr]
     runs += [("256 (q=16)", figures["overload"]), ("8 after", figures["after_overload_c8"])]
     for name, f in runs:
         lines.append(f"{name:>11}  {f['ok_per_s']:8.2f}  {f['p50']:6.2f}  {f['p95']:6.2f}  {f['p99']:6.2f}  "
-                     f"{f['s200']:5d} {f['s503']:5d}  {f['other'] + f['timeouts']:5d}")
+                     f"{f['s200']:5d} {f['s503']:5d} {f['s504']:5d}  {f['other']:5d}  {f['timeouts']:5d}")
     rss = figures["rss_mib"]
     lines += [f"overload RSS MiB: before {rss['before']:.0f}, max in first third {rss['first_third_max']:.0f}, "
               f"in last third {rss['last_third_max']:.0f}; exit code after SIGTERM {figures['exit_code_after_sigterm']}",

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from aigc_eval import columns as col
 from aigc_eval.cli.support import flags, new_parser, run_cli, setup_logging
@@ -20,6 +20,8 @@ from aigc_eval.collection.listener import (
 )
 from aigc_eval.collection.messages import FieldMapping, load_mapping
 from aigc_eval.io.append_log import OutputBroken, OutputLocked
+
+T = TypeVar("T")
 
 EXIT_CODES_HELP = (
     "exit codes: 0 stopped as asked; 1 stopped as asked, some messages went to the dead-letter "
@@ -57,6 +59,20 @@ def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                         help="seconds between progress lines")
 
 
+def run_nsq_loop(run: Callable[[], T], exit_code: Callable[[T], int]) -> int:
+    """Run a listener's or a stream worker's loop and turn its end into an exit code: another
+    process holding the output's lock (4) and a write that could not be undone (5) are one line."""
+    try:
+        stats = run()
+    except OutputLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except OutputBroken as exc:
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_OUTPUT_BROKEN
+    return exit_code(stats)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = new_parser(listener.__doc__, exit_codes=EXIT_CODES_HELP)
     parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_LISTENER_OUTPUT), help="CSV the rows are appended to")
@@ -78,15 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,
             progress_interval=args.progress_interval,
         )
-        try:
-            stats = collect_from_nsq(options)
-        except OutputLocked as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_LOCKED
-        except OutputBroken as exc:
-            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-            return EXIT_OUTPUT_BROKEN
-        return exit_code_for(stats, options)
+        return run_nsq_loop(lambda: collect_from_nsq(options), lambda stats: exit_code_for(stats, options))
 
     return run_cli(body)
 

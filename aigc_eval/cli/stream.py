@@ -21,12 +21,11 @@ import argparse
 import logging
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from aigc_eval import columns as col
-from aigc_eval.cli.listen import add_nsq_arguments
+from aigc_eval.cli.listen import add_nsq_arguments, run_nsq_loop
 from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     add_cleaning_arguments,
@@ -41,13 +40,10 @@ from aigc_eval.cli.support import (
     setup_logging,
 )
 from aigc_eval.collection.listener import (
-    EXIT_LOCKED,
-    EXIT_OUTPUT_BROKEN,
     ListenerOptions,
     exit_code_for,
 )
 from aigc_eval.collection.messages import load_mapping
-from aigc_eval.io.append_log import OutputBroken, OutputLocked
 
 EXIT_CODES_HELP = (
     "exit codes: 0 stopped as asked (signal, --max-messages, --idle-timeout); 1 stopped as asked, some "
@@ -130,15 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aigc_eval.stream.runner import run_stream
 
         options = options_from(args)
-        try:
-            stats = run_stream(options)
-        except OutputLocked as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_LOCKED
-        except OutputBroken as exc:
-            print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-            return EXIT_OUTPUT_BROKEN
-        return exit_code_for(stats, options.checked().nsq)
+        return run_nsq_loop(lambda: run_stream(options), lambda stats: exit_code_for(stats, options.checked().nsq))
 
     return run_cli(body)
 

@@ -33,7 +33,9 @@ KINDS = {BACKBONE_INCEPTION: "inception_logits_pool", BACKBONE_CLIP: "clip_image
 
 def image_digests(path: Path, id_col: str, image_col: str, cache_dir: Path) -> list[str]:
     """The content digests of a scored run's ok images that can be known without fetching them."""
-    _, rows = read_rows(path, [id_col, image_col])
+    header, rows = read_rows(path, [id_col])
+    if image_col not in header:  # a scored CSV without its images: nothing to look up
+        return []
     images = ImageCache(cache_dir)
     digests = []
     for row in rows:
