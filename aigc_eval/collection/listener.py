@@ -20,11 +20,13 @@ redelivery is FINished without writing it again, and a record torn by a crash is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import nsq
 
@@ -184,34 +186,44 @@ async def _watch(collector: Collector, options: ListenerOptions) -> None:
             collector.request_stop(f"no message for {options.idle_timeout:g} s (--idle-timeout)")
 
 
-async def _listen(options: ListenerOptions, collector: Collector, handle_signals: bool) -> None:
+@contextlib.contextmanager
+def stop_on_signals(request_stop: Callable[[str], None], enabled: bool = True) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT call `request_stop(reason)` on the running loop (the
+    listener and the stream workers stop the same way: finish what is in flight, then exit)."""
     loop = asyncio.get_running_loop()
-    if handle_signals:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, collector.request_stop, f"{signal.Signals(signum).name} received")
-    # Built inside the running loop: pynsq takes IOLoop.current() (nsqio/pynsq#255).
-    reader = CollectingReader(
-        collector, options.reconnect_delay, topic=options.topic, channel=options.channel,
-        nsqd_tcp_addresses=list(options.nsqd_tcp_addresses), lookupd_http_addresses=list(options.lookupd_http_addresses),
-        max_in_flight=options.max_in_flight, max_tries=options.max_tries, requeue_delay=options.requeue_delay,
-    )
-    watcher = asyncio.create_task(_watch(collector, options))
+    signums = (signal.SIGTERM, signal.SIGINT) if enabled else ()
+    for signum in signums:
+        loop.add_signal_handler(signum, request_stop, f"{signal.Signals(signum).name} received")
     try:
-        await collector.stop_requested.wait()
-        reader.set_max_in_flight(0)  # RDY 0: nsqd sends nothing new; what is in transit is still written
-        started = time.monotonic()
-        while time.monotonic() - started < DRAIN_LIMIT and not collector.fatal:
-            collector.flush()
-            if time.monotonic() - collector.last_message_at >= DRAIN_QUIET:
-                break
-            await asyncio.sleep(0.02)
-        collector.flush()
-        await _close_cleanly(reader)
+        yield
     finally:
-        watcher.cancel()
-        if handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        for signum in signums:
+            loop.remove_signal_handler(signum)
+
+
+async def _listen(options: ListenerOptions, collector: Collector, handle_signals: bool) -> None:
+    with stop_on_signals(collector.request_stop, handle_signals):
+        # Built inside the running loop: pynsq takes IOLoop.current() (nsqio/pynsq#255).
+        reader = CollectingReader(
+            collector, options.reconnect_delay, topic=options.topic, channel=options.channel,
+            nsqd_tcp_addresses=list(options.nsqd_tcp_addresses),
+            lookupd_http_addresses=list(options.lookupd_http_addresses), max_in_flight=options.max_in_flight,
+            max_tries=options.max_tries, requeue_delay=options.requeue_delay,
+        )
+        watcher = asyncio.create_task(_watch(collector, options))
+        try:
+            await collector.stop_requested.wait()
+            reader.set_max_in_flight(0)  # RDY 0: nsqd sends nothing new; what is in transit is still written
+            started = time.monotonic()
+            while time.monotonic() - started < DRAIN_LIMIT and not collector.fatal:
+                collector.flush()
+                if time.monotonic() - collector.last_message_at >= DRAIN_QUIET:
+                    break
+                await asyncio.sleep(0.02)
+            collector.flush()
+            await _close_cleanly(reader)
+        finally:
+            watcher.cancel()
 
 
 def collect_from_nsq(options: ListenerOptions, handle_signals: bool = True) -> ListenerStats:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from aigc_eval.collection.listener import (
     ListenerOptions,
     _close_cleanly,
     _ConnectFailureFilter,
+    stop_on_signals,
 )
 from aigc_eval.io.append_log import OutputLock
 from aigc_eval.scoring.core import ScoringCore
@@ -97,11 +97,12 @@ async def _watch(worker: StreamWorker, options: StreamOptions, publisher: Publis
 
 
 async def _serve(options: StreamOptions, worker: StreamWorker, store: ShardStore, handle_signals: bool) -> None:
-    loop = asyncio.get_running_loop()
+    with stop_on_signals(worker.request_stop, handle_signals):
+        await _serve_until_stopped(options, worker, store)
+
+
+async def _serve_until_stopped(options: StreamOptions, worker: StreamWorker, store: ShardStore) -> None:
     n = options.nsq
-    if handle_signals:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, worker.request_stop, f"{signal.Signals(signum).name} received")
     publisher = None
     if options.result_topic is not None:
         publisher = Publisher(options.result_addresses, options.result_topic, options.results, store.mark_published,
@@ -137,9 +138,6 @@ async def _serve(options: StreamOptions, worker: StreamWorker, store: ShardStore
         await _close_cleanly(reader)
     finally:
         watcher.cancel()
-        if handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
 
 
 def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamStats:
