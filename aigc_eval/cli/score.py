@@ -60,6 +60,7 @@ from aigc_eval.decisions.rules import (
     format_summary,
 )
 from aigc_eval.scoring.combined import score_both
+from aigc_eval.scoring.fid_features import DEFAULT_FID_FEATURES, FID_FEATURES_REGISTRY
 from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
 from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
 
@@ -115,6 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                            default=Path(col.DEFAULT_DISTRIBUTION_OUTPUT), help="where --reference writes its distances")
     reference.add_argument(*flags("save-features"), dest="save_features", type=Path, default=None, metavar="DIR",
                            help="also save both sides' Inception pool features and CLIP embeddings as .npy there")
+    reference.add_argument(*flags("fid-features"), dest="fid_features", default=DEFAULT_FID_FEATURES,
+                           choices=list(FID_FEATURES_REGISTRY),
+                           help="what FID and KID are computed on: torchvision's Inception from the scoring pass "
+                                "(comparable across runs of this tool only), or torch-fidelity's TensorFlow-compatible "
+                                "Inception (comparable with published FIDs; a second pass over the images)")
+    reference.add_argument(*flags("fid-weights"), dest="fid_weights", type=Path, default=None, metavar="PATH",
+                           help="local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (default: "
+                                "torch hub's checkpoints folder, downloaded there on first use)")
     product.add_argument("--shards", default=None, metavar="GLOB",
                          help="merge stream shards (evaluate_stream.py, e.g. 'result_stream.*.csv') into the result files first")
     args = parser.parse_args(argv)
@@ -136,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--input and --shards: give one (score a CSV, or merge stream shards)")
         if args.reference is not None and args.input is None:
             raise ValueError("--reference needs --input: the generated images' features come from scoring them")
+        if args.reference is None and (args.fid_features != DEFAULT_FID_FEATURES or args.fid_weights is not None):
+            raise ValueError("--fid-features and --fid-weights need --reference: they choose the features FID compares")
         if args.input is not None:
             checked = score_both(
                 args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
@@ -143,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
                 product=product, product_output=args.product_result, reference=args.reference,
                 distribution_output=args.distribution_output, save_features_dir=args.save_features,
+                fid_features=args.fid_features, fid_weights=args.fid_weights,
             )
             product_path = args.product_result if checked else None
         elif args.shards is not None:

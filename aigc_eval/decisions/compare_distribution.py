@@ -1,6 +1,7 @@
 """The distribution distance between two scored runs' images (`main.py --compare A.csv B.csv`):
-KID on Inception's pool features and CMMD on the CLIP image embeddings, read back from the score
-cache where a run with `--reference` left them; no model runs here.
+KID on torchvision Inception's pool features (which every `--reference` run caches, whatever its
+`--fid-features`) and CMMD on the CLIP image embeddings, read back from the score cache where a run
+with `--reference` left them; no model runs here.
 
 Each run's ok rows are matched to their image content through the download cache (URLs) or the
 files themselves (local paths, relative to the CSV's folder); a run whose images or features are
@@ -96,6 +97,6 @@ def format_run_distance(result: dict[str, object] | None, name_a: str, name_b: s
     def num(key: str) -> str:
         value = result.get(key)
         return "n/a" if value is None else f"{value:.4f}"
-    return (f"distance between the runs' images: KID {num(KEY_KID_MEAN)} ± {num(KEY_KID_STD)}, CMMD {num(KEY_CMMD)} "
+    return (f"distance between the runs' images: KID (torchvision Inception) {num(KEY_KID_MEAN)} ± {num(KEY_KID_STD)}, CMMD {num(KEY_CMMD)} "
             f"({result.get('n_generated')} / {result.get('n_reference')} images)"
             + (f"; warning: {result['warning']}" if result.get("warning") else ""))

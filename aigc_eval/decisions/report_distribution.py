@@ -22,7 +22,8 @@ def read_distribution(path: Path) -> dict[str, object]:
 
 
 def distribution_section(result: dict[str, object]) -> str:
-    """A table of FID, KID and CMMD with the sample sizes and warnings, then the definitions."""
+    """Which features FID and KID used, a table of FID, KID and CMMD with the sample sizes and
+    warnings, then the definitions."""
     head = "".join(f"<th>{name}</th>" for name in
                    ("set", "generated", "reference", "FID", "KID", "CMMD", "warning"))
     body = []
@@ -34,5 +35,9 @@ def distribution_section(result: dict[str, object]) -> str:
                     f'<td class="num">{fmt(entry.get("cmmd"), 3)}</td><td>{esc(entry.get("warning") or "")}</td></tr>')
     notes = "".join(f"<li><b>{esc(key.upper())}</b>: {esc(text)}</li>"
                     for key, text in (result.get("definitions") or {}).items())  # type: ignore[union-attr]
-    return (f'<table class="categories distribution"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+    fid_on: dict = result.get("fid_features") or {}  # type: ignore[assignment]  # absent before --fid-features
+    name, extractor = esc(fid_on.get("name", "")), esc(fid_on.get("extractor", ""))
+    caption = (f'<p class="muted fid-features" data-fid-features="{name}">FID and KID features: <b>{name}</b>, '
+               f'{extractor}</p>' if fid_on else "")
+    return (f'{caption}<table class="categories distribution"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
             f'</table><ul class="muted">{notes}</ul>')

@@ -8,6 +8,7 @@ CMMD follows the paper's code (google-research ``cmmd/distance.py``). Everything
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,8 @@ KEY_N_GENERATED = "n_generated"
 KEY_N_REFERENCE = "n_reference"
 KEY_WARNING = "warning"  # one line, "" when there is nothing to say
 KEY_OVERALL = "overall"
-BACKBONE_INCEPTION = "inception_pool"  # features for FID and KID
+BACKBONE_INCEPTION = "inception_pool"  # torchvision Inception pool features: FID and KID by default
+BACKBONE_FIDELITY = "fidelity_inception_pool"  # torch-fidelity's TF-compatible Inception (--fid-features)
 BACKBONE_CLIP = "clip"  # embeddings for CMMD
 
 # torch-fidelity 0.4.0 defaults
@@ -218,13 +220,14 @@ def _entry(n_gen: int, n_ref: int, warning: str) -> dict[str, object]:
 
 
 def compare_features(
-    gen: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], *,
+    gen: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], *, fid_backbone: str = BACKBONE_INCEPTION,
     kid_subsets: int = KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE, seed: int = KID_SEED,
 ) -> dict[str, object]:  # fmt: skip
     """FID, KID and CMMD of one generated set against one reference set.
 
-    `gen` and `ref` map backbone -> (N, D) features: BACKBONE_INCEPTION ("inception_pool") gives
-    FID and KID, BACKBONE_CLIP ("clip") gives CMMD. Returns {fid, kid_mean, kid_std, cmmd,
+    `gen` and `ref` map backbone -> (N, D) features: `fid_backbone` (BACKBONE_INCEPTION,
+    "inception_pool", or BACKBONE_FIDELITY) gives FID and KID, BACKBONE_CLIP ("clip") gives
+    CMMD; other backbones are ignored. Returns {fid, kid_mean, kid_std, cmmd,
     n_generated, n_reference, warning}; a metric whose backbone is missing on either side is
     None and the warning says so; the warning also carries size_warning for the computed ones.
 
@@ -232,12 +235,13 @@ def compare_features(
     row count, or as the metric functions do (fewer than 2 rows, NaN, dims mismatch).
     """
     n_gen, n_ref = _rows("generated", gen), _rows("reference", ref)
-    common = set(gen) & set(ref) & {BACKBONE_INCEPTION, BACKBONE_CLIP}
+    wanted = {fid_backbone, BACKBONE_CLIP}
+    common = set(gen) & set(ref) & wanted
     if not common:
         raise ValueError(f"nothing to compare: generated has {sorted(gen)}, reference has {sorted(ref)}")
     out, notes, computed = _entry(n_gen, n_ref, ""), [], []
-    if BACKBONE_INCEPTION in common:
-        a, b = gen[BACKBONE_INCEPTION], ref[BACKBONE_INCEPTION]
+    if fid_backbone in common:
+        a, b = gen[fid_backbone], ref[fid_backbone]
         out[KEY_FID] = frechet_distance(a, b)
         out[KEY_KID_MEAN], out[KEY_KID_STD] = kernel_inception_distance(
             a, b, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
@@ -246,7 +250,7 @@ def compare_features(
     if BACKBONE_CLIP in common:
         out[KEY_CMMD] = cmmd(gen[BACKBONE_CLIP], ref[BACKBONE_CLIP])
         computed.append(KEY_CMMD)
-    for backbone in sorted({BACKBONE_INCEPTION, BACKBONE_CLIP} - common):
+    for backbone in sorted(wanted - common):
         sides = [s for s, f in (("generated", gen), ("reference", ref)) if backbone not in f]
         notes.append(f"no {backbone!r} features on the {' and '.join(sides)} side")
     notes.append(size_warning(n_gen, n_ref, metrics=computed))
@@ -256,7 +260,7 @@ def compare_features(
 
 def compare_by_category(
     gen_feats: Mapping[str, np.ndarray], gen_categories: Sequence[str],
-    ref_feats: Mapping[str, np.ndarray], ref_categories: Sequence[str], **options: int,
+    ref_feats: Mapping[str, np.ndarray], ref_categories: Sequence[str], **options: Any,
 ) -> dict[str, dict[str, object]]:  # fmt: skip
     """compare_features overall and per category; `options` are passed on to it.
 

@@ -3,6 +3,8 @@ overall and per category (`main.py --input generated.csv --reference reference.c
 
 The features cost no extra model work: Inception's 2048-d pool features come from the forward
 pass that gives the logits, and CMMD uses the Chinese-CLIP image embeddings CLIPScore computes.
+With --fid-features torch-fidelity, FID and KID use torch-fidelity's TF-compatible Inception
+instead (scoring/fid_features.py), run in a second pass over the images that scored.
 Reference images go through the same fetch path and the same scoring core, so their features
 land in the score cache and a second run against the same reference computes nothing for it.
 The maths is in scoring/distribution.py; this module gathers features, writes
@@ -34,6 +36,12 @@ from aigc_eval.scoring.distribution import (
     KEY_OVERALL,
     compare_by_category,
 )
+from aigc_eval.scoring.fid_features import (
+    DEFAULT_FID_FEATURES,
+    FidelityInception,
+    FidFeatures,
+    fid_features_named,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 KEY_GENERATED = "generated"
@@ -41,14 +49,18 @@ KEY_REFERENCE = "reference"
 KEY_COMPARISONS = "comparisons"
 KEY_DEFINITIONS = "definitions"
 KEY_ERRORS = "image_errors"
-DEFINITIONS = {
-    "fid": "Frechet distance of torchvision Inception-v3 (IMAGENET1K_V1) 2048-d pool features, as torch-fidelity "
-           "computes it; comparable across runs of this tool, not with FIDs on TensorFlow's Inception",
-    "kid": "kernel inception distance on the same features, torch-fidelity's estimator (cubic polynomial kernel, "
-           "100 subsets of min(1000, both sizes) images, seed 2020): mean and std over subsets",
-    "cmmd": "MMD^2 of L2-normalised Chinese-CLIP image embeddings with a Gaussian RBF kernel (sigma 10), x 1000, "
-            "the biased estimator of the CMMD paper's reference code",
-}
+KEY_FID_FEATURES = "fid_features"  # {"name", "backbone", "extractor"}: what FID and KID were computed on
+
+
+def definitions(choice: FidFeatures) -> dict[str, str]:
+    """The definition of each number in result_distribution.json, naming FID's features."""
+    return {
+        "fid": f"Frechet distance, as torch-fidelity computes it, of {choice.description}",
+        "kid": "kernel inception distance on the same features, torch-fidelity's estimator (cubic polynomial kernel, "
+               "100 subsets of min(1000, both sizes) images, seed 2020): mean and std over subsets",
+        "cmmd": "MMD^2 of L2-normalised Chinese-CLIP image embeddings with a Gaussian RBF kernel (sigma 10), x 1000, "
+                "the biased estimator of the CMMD paper's reference code",
+    }
 
 
 @dataclass
@@ -59,6 +71,8 @@ class FeatureSet:
     categories: list[str] = field(default_factory=list)
     pool: list[np.ndarray] = field(default_factory=list)
     clip: list[np.ndarray] = field(default_factory=list)
+    rows: list[dict[str, str]] = field(default_factory=list)  # the ok rows, for a second pass (attach)
+    extra: dict[str, list[np.ndarray]] = field(default_factory=dict)  # other backbones' features, by name
     errors: int = 0
     id_col: str = col.ID
     category_col: str = col.CATEGORY
@@ -73,11 +87,28 @@ class FeatureSet:
             self.categories.append(item.row.get(self.category_col, ""))
             self.pool.append(item.pool.double().numpy())
             self.clip.append(item.clip_embedding.double().numpy())
+            self.rows.append(item.row)
+
+    def attach(self, backbone: str, vectors: Sequence[object]) -> None:
+        """Add a backbone's features, one per row kept so far (None where that image failed in
+        the second pass: the row is then dropped from every backbone, so the rows stay aligned)."""
+        if len(vectors) != len(self.rows):
+            raise ValueError(f"{backbone}: {len(vectors)} feature rows for {len(self.rows)} images")
+        keep = [i for i, vector in enumerate(vectors) if vector is not None]
+        if len(keep) < len(vectors):
+            log.warning("warning: %d images could not be read again for %s features and are left out",
+                        len(vectors) - len(keep), backbone)
+            self.errors += len(vectors) - len(keep)
+            for name in ("ids", "categories", "pool", "clip", "rows"):
+                setattr(self, name, [getattr(self, name)[i] for i in keep])
+            self.extra = {b: [v[i] for i in keep] for b, v in self.extra.items()}
+        self.extra[backbone] = [np.asarray(vectors[i], dtype=np.float64) for i in keep]
 
     def arrays(self) -> dict[str, np.ndarray]:
         """{backbone: (images, dims)} for scoring/distribution.py."""
         return {BACKBONE_INCEPTION: np.stack(self.pool) if self.pool else np.zeros((0, 2048)),
-                BACKBONE_CLIP: np.stack(self.clip) if self.clip else np.zeros((0, 1))}
+                BACKBONE_CLIP: np.stack(self.clip) if self.clip else np.zeros((0, 1)),
+                **{b: np.stack(v) if v else np.zeros((0, 2048)) for b, v in self.extra.items()}}
 
 
 def read_reference(path: Path, id_col: str, image_col: str, category_col: str) -> tuple[list[dict[str, str]], Path]:
@@ -113,14 +144,36 @@ def reference_features(core: ScoringCore, rows: Sequence[dict[str, str]], image_
     return features
 
 
-def compare_sets(generated: FeatureSet, reference: FeatureSet) -> dict[str, object]:
-    """result_distribution.json's content: definitions, sizes and the comparisons."""
+def attach_fid_features(extractor: FidelityInception | None, core: ScoringCore, image_col: str,
+                        sides: Sequence[tuple[FeatureSet, Path | None]]) -> None:
+    """Run `extractor` (None: nothing to do) over the images of each side's rows, read from
+    its folder (fetch path, score cache, lanes), and attach its features under its backbone."""
+    if extractor is None:
+        return
+    runtime = core.runtime
+    for features, base_dir in sides:
+        vectors = extractor.features(features.rows, image_col, base_dir, runtime.fetch, core.lanes,
+                                     workers=runtime.workers, batch_size=runtime.batch_size, quiet=runtime.quiet,
+                                     total=len(features.rows), desc="torch-fidelity Inception")
+        features.attach(extractor.kind, vectors)
+    log.info("torch-fidelity Inception features: %d from the cache, %d computed", extractor.reused, extractor.computed)
+
+
+def compare_sets(generated: FeatureSet, reference: FeatureSet,
+                 fid_features: str = DEFAULT_FID_FEATURES) -> dict[str, object]:
+    """result_distribution.json's content: definitions, FID's features, sizes and the comparisons."""
+    choice = fid_features_named(fid_features)
     if len(reference.ids) < 2:
         raise InputError(f"the reference has {len(reference.ids)} usable images; at least 2 are needed")
-    comparisons = compare_by_category(generated.arrays(), generated.categories, reference.arrays(),
-                                      reference.categories) if len(generated.ids) >= 2 else {
-        KEY_OVERALL: {"warning": f"only {len(generated.ids)} generated images were scored; at least 2 are needed"}}
-    return {KEY_DEFINITIONS: DEFINITIONS, KEY_GENERATED: {"images": len(generated.ids), KEY_ERRORS: generated.errors},
+    if len(generated.ids) >= 2:
+        comparisons = compare_by_category(generated.arrays(), generated.categories, reference.arrays(),
+                                          reference.categories, fid_backbone=choice.backbone)
+    else:
+        comparisons = {KEY_OVERALL: {
+            "warning": f"only {len(generated.ids)} generated images were scored; at least 2 are needed"}}
+    return {KEY_DEFINITIONS: definitions(choice),
+            KEY_FID_FEATURES: {"name": choice.name, "backbone": choice.backbone, "extractor": choice.description},
+            KEY_GENERATED: {"images": len(generated.ids), KEY_ERRORS: generated.errors},
             KEY_REFERENCE: {"images": len(reference.ids), KEY_ERRORS: reference.errors},
             KEY_COMPARISONS: comparisons}
 
@@ -149,7 +202,9 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def format_distribution(result: dict[str, object]) -> str:
     """The comparisons as a few lines for stderr."""
-    lines = ["distance to the reference (FID, KID mean ± std, CMMD; n generated / reference):"]
+    fid_on = (result.get(KEY_FID_FEATURES) or {}).get("name", DEFAULT_FID_FEATURES)  # type: ignore[union-attr]
+    lines = [f"distance to the reference (FID and KID mean ± std on {fid_on} Inception features, CMMD; "
+             "n generated / reference):"]
     for name, entry in result[KEY_COMPARISONS].items():  # type: ignore[union-attr]
         def num(key: str, digits: int = 3) -> str:
             value = entry.get(key)
