@@ -10,6 +10,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
 
 from aigc_eval.product import fidelity, names
+from aigc_eval.product import locate as locate_module
 from aigc_eval.product.check import ProductThresholds, check_product, crop_box, crop_for_report
 from aigc_eval.product.composition import PROFILES
 from aigc_eval.product.cutout import ProductInputError, prepare_cutout
@@ -219,3 +220,48 @@ def test_every_threshold_has_help_and_profiles_summarise():
     from aigc_eval.product.check import THRESHOLD_HELP
     assert set(THRESHOLD_HELP) == {f.name for f in dataclasses.fields(ProductThresholds)}
     assert "85%" in PROFILES["amazon"].summary and "800x800" in PROFILES["cn_main"].summary
+
+
+def test_ssim_map_and_lab_agree_with_scikit_image_pixel_by_pixel():
+    """The OpenCV SSIM map (RGB per channel and grey) and the looked-up Lab equal
+    scikit-image's own functions at every pixel, not only on average."""
+    a = skdata.astronaut()[100:260, 120:300]
+    b = cv2.GaussianBlur(a, (0, 0), 1.2)
+    b = np.clip(b.astype(int) + np.arange(b.shape[1])[None, :, None] % 7 - 3, 0, 255).astype(np.uint8)
+    _, rgb = structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                   use_sample_covariance=False, data_range=255, full=True)
+    assert np.abs(fidelity.ssim_map(a, b) - rgb).max() < 1e-9
+    ga, gb = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float64) for x in (a, b))
+    _, grey = structural_similarity(ga, gb, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, data_range=255, full=True)
+    assert np.abs(fidelity.ssim_map(ga, gb) - grey).max() < 1e-9
+    mask = np.zeros(a.shape[:2], bool)
+    mask[::3, 1::2] = True
+    assert np.abs(fidelity.lab_at(a, mask) - rgb2lab(a)[mask]).max() < 1e-9
+    direct = deltaE_ciede2000(rgb2lab(a), rgb2lab(b))
+    rim = np.zeros_like(mask)
+    rim[40:60] = True
+    both = fidelity.delta_e_at(a, b, mask, rim)
+    assert np.abs(both[0] - direct[mask]).max() < 1e-9
+    assert np.abs(both[1] - direct[rim]).max() < 1e-9
+
+
+def test_quick_search_finds_what_the_full_search_finds(cup_ellipse, monkeypatch):
+    """The 1000-keypoint search that goes first places a clear product where the 3000-keypoint
+    search does; with the quick fit refused, the full one still finds it."""
+    canvas = product_cases.background("gravel", 1000, 1000)
+    generated, _, (s, ox, oy), _ = product_cases.paste(canvas, cup_ellipse, 2.2, (430, 560))
+    generated = product_cases.encode(generated, "jpg90")
+    detector = locate_module._detector
+    asked: list[int] = []
+    monkeypatch.setattr(locate_module, "_detector",
+                        lambda kind, n: asked.append(n) or detector(kind, n))
+    quick = locate(generated, prepare_cutout(cup_ellipse))
+    assert asked == [500, locate_module.QUICK_KEYPOINTS]  # the cut-out's, then the quick search
+    monkeypatch.setattr(locate_module, "QUICK_MIN_INLIERS", 10 ** 6)  # always the full search
+    full = locate(generated, prepare_cutout(cup_ellipse))
+    assert asked[2:] == [500, locate_module.QUICK_KEYPOINTS, 3000]
+    for placement in (quick, full):
+        assert placement.found and placement.method == "features"
+        assert placement.scale == pytest.approx(s, rel=0.005)
+        assert abs(placement.offset_x - ox) <= 1.0 and abs(placement.offset_y - oy) <= 1.0

@@ -140,3 +140,29 @@ def test_main_input_adds_the_product_term_issues_and_report(product_csv, tmp_pat
     assert main_cli([*base, "--output", str(tmp_path / "without.csv"), "--no-product"]) == 1
     without = read_csv(tmp_path / "without.csv")
     assert pn.PRODUCT_SCORE not in without[0] and not any(pn.PRODUCT_RECOLOURED in r[col.REGENERATE] for r in without)
+
+
+def test_canvas_size_of_a_png_is_read_from_its_header(monkeypatch):
+    """The stage's canvas size (image_size) of a PNG without EXIF comes from the header alone,
+    never from decoding its pixels again; a PNG whose EXIF says rotated still reads rotated."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    from aigc_eval.io.image_fetch import decode_image, image_size
+
+    image = _background().resize((300, 200))
+    plain, rotated = io.BytesIO(), io.BytesIO()
+    image.save(plain, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90° clockwise to display
+    image.save(rotated, "PNG", exif=exif)
+    assert decode_image(rotated.getvalue()).size == (200, 300)
+
+    def no_decoding(self):
+        raise AssertionError("image_size decoded the pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert image_size(plain.getvalue()) == (300, 200)
+    monkeypatch.undo()
+    assert image_size(rotated.getvalue()) == (200, 300)

@@ -319,7 +319,12 @@ def image_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            # Pillow's PNG getexif() decodes every pixel to look for EXIF stored after them; a
+            # PNG whose bytes hold no eXIf chunk and no EXIF text chunk has none to find.
+            if image.format == "PNG" and b"eXIf" not in data and b"Raw profile type exif" not in data:
+                orientation = 1
+            else:
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"not a recognised image format ({exc})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
 from . import composition as comp
@@ -179,9 +180,8 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
         return dict(masked_ssim=nan, delta_e_mean=nan, sharpness_ratio=nan, altered_share=nan,
                     edge_score=nan)
     band = fid.erode_px(pair.mask)
-    inner = fid.erode(pair.mask, band)
-    if inner.sum() < 20:
-        inner = pair.mask
+    eroded = fid.erode(pair.mask, band)
+    inner = eroded if eroded.sum() >= 20 else pair.mask
     # Outside the mask the reference takes the generated pixels, so the smoothing and SSIM
     # windows near the outline see the same new background on both sides.
     composite = np.where(pair.mask[..., None], pair.reference, pair.generated)
@@ -192,7 +192,8 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
     colour_mask = fid.sample_mask(inner & ~altered)
     if colour_mask.sum() < 20:
         colour_mask = fid.sample_mask(inner)
-    colour = fid.delta_e(pair.generated, pair.reference, colour_mask)
+    colour, rim = fid.delta_e_at(pair.generated, pair.reference, colour_mask,
+                                 fid.rim_mask(pair.mask, band, eroded))
     sharp_inner = fid.erode(sharp_pair.mask, fid.erode_px(sharp_pair.mask))
     return dict(
         masked_ssim=fid.masked_ssim(pair.generated, pair.reference, inner),
@@ -200,8 +201,7 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
         sharpness_ratio=fid.sharpness_ratio(sharp_pair.generated, sharp_pair.reference,
                                             sharp_inner if sharp_inner.any() else sharp_pair.mask),
         altered_share=float(altered.sum() / inner.sum()),
-        edge_score=fid.edge_score(pair.generated, pair.reference, pair.mask, band,
-                                  t.edge_tolerance, float(np.median(colour))))
+        edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour))))
 
 
 def _to_canvas(placement: Placement, image_size: tuple[int, int],
@@ -231,7 +231,8 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                                 f"{image.dtype} {image.shape}")
     cut = cutout if isinstance(cutout, Cutout) else prepare_cutout(cutout)
     t = thresholds
-    blur, clipped, noise = qual.blur_measure(image), qual.clipped_share(image), qual.noise_sigma(image)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # once for the three quality measures
+    blur, clipped, noise = qual.blur_measure(gray), qual.clipped_share(gray), qual.noise_sigma(gray)
     image_size = (image.shape[1], image.shape[0])
     size = tuple(int(v) for v in canvas_size) if canvas_size else image_size
     warnings = qual.quality_warnings(blur, clipped, noise)

@@ -91,21 +91,30 @@ class Composition:
     aspect_ratio: float
 
 
+def _mask_samples(cut: Cutout) -> tuple[np.ndarray, float]:
+    """The mask's sample points (N, 3) homogeneous, in original cut-out coordinates, and
+    1 / (fx fy), the cut-out pixels one sample stands for; cached on the cut-out."""
+    if "mask samples" not in cut.cache:
+        h, w = cut.mask.shape
+        step = max(1.0, max(h, w) / SAMPLE_LONG_SIDE)
+        small = cv2.resize(cut.mask.astype(np.uint8), (max(1, round(w / step)), max(1, round(h / step))),
+                           interpolation=cv2.INTER_NEAREST)
+        ys, xs = np.nonzero(small)
+        # Sample centres back in cut-out pixels, then into original cut-out coordinates.
+        fx, fy = small.shape[1] / w, small.shape[0] / h
+        u = (xs + 0.5) / fx - 0.5 + cut.origin[0]
+        v = (ys + 0.5) / fy - 0.5 + cut.origin[1]
+        cut.cache["mask samples"] = (np.stack([u, v, np.ones_like(u)], axis=1), 1.0 / (fx * fy))
+    return cut.cache["mask samples"]
+
+
 def mapped_points(cut: Cutout, matrix: np.ndarray) -> tuple[np.ndarray, float]:
     """Canvas coordinates (N, 2) of the cut-out's mask pixels (sampled at <= 256 px long side)
     under `matrix` (original cut-out -> canvas), and the canvas area one sample stands for."""
-    h, w = cut.mask.shape
-    step = max(1.0, max(h, w) / SAMPLE_LONG_SIDE)
-    small = cv2.resize(cut.mask.astype(np.uint8), (max(1, round(w / step)), max(1, round(h / step))),
-                       interpolation=cv2.INTER_NEAREST)
-    ys, xs = np.nonzero(small)
-    # Sample centres back in cut-out pixels, then into original cut-out coordinates.
-    fx, fy = small.shape[1] / w, small.shape[0] / h
-    u = (xs + 0.5) / fx - 0.5 + cut.origin[0]
-    v = (ys + 0.5) / fy - 0.5 + cut.origin[1]
+    samples, per_sample = _mask_samples(cut)
     matrix = np.asarray(matrix, np.float64)
-    area = abs(np.linalg.det(matrix[:, :2])) / (fx * fy)
-    return np.stack([u, v, np.ones_like(u)], axis=1) @ matrix.T, float(area)
+    area = abs(np.linalg.det(matrix[:, :2])) * per_sample
+    return samples @ matrix.T, float(area)
 
 
 def composition(cut: Cutout, matrix: np.ndarray, canvas_size: tuple[int, int]) -> Composition:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from . import geometry as geo
+
 ALPHA_THRESHOLD = 128          # alpha >= this is product (half-transparent rims count half-way)
 MIN_PRODUCT_PIXELS = 400       # about 20x20 px: smaller masks cannot be compared meaningfully
 BACKGROUND_TOLERANCE = 12.0    # CIE76 distance in Lab from the border colour still "background"
@@ -45,6 +47,26 @@ class Cutout:
     def cut_at_source(self) -> bool:
         """True when the product was already cut off by the cut-out's own frame."""
         return any(self.touches_border)
+
+    def shrunk(self, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(RGB, mask as 0/255 uint8, cut-out -> shrunk 2x3 mapping) resized by `factor` with
+        geometry.resize_by (a pyramid; unchanged when factor >= 1). The last size asked for is
+        kept: the ECC refinement and the comparison ask for the same one, and so do all the
+        images that show this product at least as large as the comparison size. The arrays are
+        shared: read them, never write them."""
+        height, width = self.mask.shape
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        known = self.cache.get("shrunk")
+        if known is not None and known[0] == size:
+            return known[1]
+        mask = self.mask.astype(np.uint8) * 255
+        if factor >= 1.0 or size == (width, height):
+            shrunk = (self.rgb, mask, geo.resize_matrix(1.0, 1.0))
+        else:
+            rgb, mapping = geo.resize_to(self.rgb, size)
+            shrunk = (rgb, geo.resize_to(mask, size)[0], mapping)
+        self.cache["shrunk"] = (size, shrunk)
+        return shrunk
 
 
 def _as_uint8_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -83,8 +105,8 @@ def background_mask(rgb: np.ndarray, tolerance: float = BACKGROUND_TOLERANCE,
 
 def product_mask(cutout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split a cut-out into (RGB, bool mask) without cropping; see the module docstring."""
-    image = _as_uint8_image(cutout, "cut-out")
-    rgb = np.ascontiguousarray(image[..., :3])
+    image = np.ascontiguousarray(_as_uint8_image(cutout, "cut-out"))
+    rgb = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if image.shape[2] == 4 else image
     if image.shape[2] == 4 and (image[..., 3] < 255).any():
         mask = image[..., 3] >= ALPHA_THRESHOLD
     else:
@@ -106,11 +128,14 @@ def prepare_cutout(cutout: np.ndarray) -> Cutout:
     the outline does not drag in whatever the transparent area happened to contain."""
     rgb, mask = product_mask(cutout)
     height, width = mask.shape
-    ys, xs = np.nonzero(mask)
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    mask8 = mask.view(np.uint8)
+    x0, y0, w, h = cv2.boundingRect(mask8)
+    x1, y1 = x0 + w, y0 + h
     touches = (x0 == 0, y0 == 0, x1 == width, y1 == height)
     crop_rgb = rgb[y0:y1, x0:x1].copy()
     crop_mask = mask[y0:y1, x0:x1].copy()
-    crop_rgb[~crop_mask] = crop_rgb[crop_mask].mean(axis=0).round().astype(np.uint8)
+    # cv2.mean: the same mean as numpy's over the masked pixels, without gathering them.
+    mean = np.round(cv2.mean(crop_rgb, mask8[y0:y1, x0:x1])[:3]).astype(np.uint8)
+    crop_rgb[~crop_mask] = mean
     return Cutout(rgb=crop_rgb, mask=crop_mask, origin=(x0, y0), source_size=(width, height),
                   touches_border=touches)

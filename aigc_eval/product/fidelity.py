@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.color import deltaE_ciede2000, rgb2lab
-from skimage.metrics import structural_similarity
+from skimage.color import deltaE_ciede2000, xyz2lab
+from skimage.color.colorconv import xyz_from_rgb
+from skimage.util import img_as_float
 
 from . import geometry as geo
 from .cutout import Cutout
@@ -33,13 +34,17 @@ class Aligned:
     mask: np.ndarray
 
 
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the mask's nonzero pixels; width 0 when there are none."""
+    return cv2.boundingRect(mask.astype(np.uint8))
+
+
 def erode_px(mask: np.ndarray) -> int:
     """Erosion radius for a mask: max(5, round(2 % of its bounding box's long side))."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    _, _, w, h = _bbox(mask)
+    if w == 0:
         return ERODE_MIN_PX
-    long_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
-    return max(ERODE_MIN_PX, round(ERODE_FRACTION * long_side))
+    return max(ERODE_MIN_PX, round(ERODE_FRACTION * max(w, h)))
 
 
 def erode(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -70,12 +75,11 @@ def align(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: flo
             return None
         gen, _ = geo.resize_by(full.generated, k)
         ref, _ = geo.resize_to(full.reference, gen.shape[1::-1])
-        mask = geo.resize_to(full.mask.astype(np.float32), gen.shape[1::-1])[0] >= 0.5
+        mask = geo.resize_to(full.mask.astype(np.uint8) * 255, gen.shape[1::-1])[0] >= 128
         return Aligned(np.ascontiguousarray(gen), ref, mask) if mask.any() else None
-    reference, to_ref = geo.resize_by(cut.rgb, scale * k) if scale * k < 1 else (
-        cut.rgb, geo.resize_matrix(1.0, 1.0))
-    mask_small = (geo.resize_to(cut.mask.astype(np.float32), reference.shape[1::-1])[0]
-                  if reference is not cut.rgb else cut.mask.astype(np.float32))
+    # The mask travels as 0/255 uint8 and is thresholded at half way, like a 0/1 float mask at
+    # 0.5 to within a grey level, at a fraction of a float warp's cost.
+    reference, mask_small, to_ref = cut.shrunk(scale * k)
     h, w = cut.mask.shape
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
     mapped = corners @ matrix_crop.T
@@ -93,8 +97,8 @@ def align(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: flo
     warped = cv2.warpAffine(reference, warp, size, flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
     warped_mask = cv2.warpAffine(mask_small, warp, size, flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 0.5
-    if warped_mask.sum() == 0:
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
+    if not warped_mask.any():
         return None
     return Aligned(np.ascontiguousarray(crop), warped, warped_mask)
 
@@ -107,14 +111,35 @@ def sample_mask(mask: np.ndarray, stride: int = 2) -> np.ndarray:
     return out
 
 
-def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """skimage's full SSIM map of two RGB uint8 images, per channel (h, w, 3)."""
-    _, full = structural_similarity(a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, data_range=255, full=True)
-    return full
-
-
+SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # skimage's Gaussian window: int(3.5 * 1.5 + 0.5)
+SSIM_C1, SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # skimage's K1, K2 at data range 255
+_TAPS = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+# scipy.ndimage's Gaussian kernel (what skimage's SSIM filters with): exp(-x² / 2σ²), normalised.
+_SSIM_KERNEL = np.exp(-0.5 * (_TAPS / SSIM_SIGMA) ** 2)
+_SSIM_KERNEL /= _SSIM_KERNEL.sum()
+
+
+def _gauss(image: np.ndarray) -> np.ndarray:
+    """skimage's SSIM window: Gaussian σ 1.5 truncated at 3.5 σ, 'reflect' border, float64."""
+    return cv2.sepFilter2D(image, cv2.CV_64F, _SSIM_KERNEL, _SSIM_KERNEL,
+                           borderType=cv2.BORDER_REFLECT)
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """skimage's full SSIM map, `structural_similarity(a, b, channel_axis=-1,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+    full=True)[1]` for (h, w, 3) (per channel) or (h, w) images, computed with OpenCV's
+    separable filter in float64: the same 11 Gaussian taps, the same border (scipy's
+    'reflect' is cv2.BORDER_REFLECT), the same formula. Equal to skimage's to ~1e-12
+    (tests/test_product_measures.py checks), at under half its cost."""
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    mu_x, mu_y = _gauss(x), _gauss(y)
+    var_x = _gauss(x * x) - mu_x * mu_x
+    var_y = _gauss(y * y) - mu_y * mu_y
+    cov = _gauss(x * y) - mu_x * mu_y
+    return (((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2))
+            / ((mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (var_x + var_y + SSIM_C2)))
 
 
 def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -122,22 +147,43 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     range 255, all three channels) over the mask's pixels. 1 = identical. The map is computed
     on the mask's bounding box plus the window's radius (+1), which gives the same values at
     the mask's pixels as the whole image does, at a fraction of the cost."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    bx, by, bw, bh = _bbox(mask)
+    if bw == 0:
         return math.nan
     pad = SSIM_RADIUS + 1
-    y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
-    x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+    y0, y1 = max(0, by - pad), min(mask.shape[0], by + bh + pad)
+    x0, x1 = max(0, bx - pad), min(mask.shape[1], bx + bw + pad)
     window = (slice(y0, y1), slice(x0, x1))
     return float(ssim_map(a[window], b[window])[mask[window]].mean())
 
 
+# skimage's rgb2xyz linearises sRGB per channel value; a uint8 channel has 256 values, so the
+# same formula is evaluated once here instead of a power per pixel.
+_LEVELS = img_as_float(np.arange(256, dtype=np.uint8))
+_LINEAR = np.where(_LEVELS > 0.04045, np.power((_LEVELS + 0.055) / 1.055, 2.4), _LEVELS / 12.92)
+
+
+def lab_at(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """skimage's rgb2lab (sRGB, D65, 2° observer) of an RGB uint8 image at the mask's pixels,
+    (N, 3) float64: rgb2xyz's linearisation looked up per channel value, its matrix, then
+    skimage's own xyz2lab. Equal to rgb2lab(rgb)[mask] to float64 rounding."""
+    return xyz2lab(_LINEAR[rgb[mask]] @ xyz_from_rgb.T)
+
+
 def delta_e(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-pixel CIEDE2000 between two RGB uint8 images (sRGB, D65), at the mask's pixels only
-    (Lab is computed for those pixels alone: same numbers, a fraction of the cost)."""
-    lab_a = rgb2lab(a[mask][:, None, :])
-    lab_b = rgb2lab(b[mask][:, None, :])
-    return deltaE_ciede2000(lab_a, lab_b)[:, 0]
+    """Per-pixel CIEDE2000 between two RGB uint8 images (sRGB, D65), at the mask's pixels only:
+    deltaE_ciede2000(rgb2lab(a), rgb2lab(b))[mask], with Lab computed for those pixels alone."""
+    return deltaE_ciede2000(lab_at(a, mask), lab_at(b, mask))
+
+
+def delta_e_at(a: np.ndarray, b: np.ndarray, *masks: np.ndarray) -> list[np.ndarray]:
+    """delta_e(a, b, mask) for each mask, from one Lab conversion and one CIEDE2000 call over
+    their union (the per-call overhead is a good part of the cost at a few thousand pixels)."""
+    union = np.logical_or.reduce(masks)
+    values = delta_e(a, b, union)
+    position = np.zeros(union.shape, np.int64)
+    position[union] = np.arange(len(values))
+    return [values[position[mask]] for mask in masks]
 
 
 def mean_delta_e(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -173,14 +219,12 @@ def structure_map(a: np.ndarray, b: np.ndarray, smooth_sigma: float = 2.0) -> np
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
         gray = cv2.GaussianBlur(gray, (0, 0), smooth_sigma)
         half = (max(1, gray.shape[1] // 2), max(1, gray.shape[0] // 2))
-        return cv2.resize(gray, half, interpolation=cv2.INTER_AREA).astype(np.float64)
+        return cv2.resize(gray, half, interpolation=cv2.INTER_AREA)
 
     small_a, small_b = prepare(a), prepare(b)
-    if min(small_a.shape) < 7:  # skimage's window needs 7 px
+    if min(small_a.shape) < 7:  # too small to hold a structure
         return np.ones(a.shape[:2])
-    _, full = structural_similarity(small_a, small_b, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, data_range=255, full=True)
-    return cv2.resize(full.astype(np.float32), a.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(ssim_map(small_a, small_b).astype(np.float32), a.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def altered_mask(structure: np.ndarray, mask: np.ndarray, ssim_tolerance: float = 0.5) -> np.ndarray:
@@ -194,15 +238,30 @@ def altered_share(structure: np.ndarray, mask: np.ndarray, ssim_tolerance: float
     return float(altered_mask(structure, mask, ssim_tolerance).sum() / max(1, mask.sum()))
 
 
-def edge_score(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, band_px: int,
-               tolerance: float = 20.0, interior_delta_e: float = 0.0) -> float:
-    """Share of the product's rim (inside the outline, from 1 px to `band_px` px deep) whose
-    CIEDE2000 to the cut-out is within max(`tolerance`, 2 x `interior_delta_e`): 1 = the outline
-    is intact, low = new background painted into or over it. The interior's median ΔE raises
-    the bar so a product recoloured all over is reported as recoloured, not as a broken edge.
-    The outermost pixel is left out: it is a blend of product and background by construction."""
-    rim = erode(mask, 1) & ~erode(mask, band_px)
-    if rim.sum() == 0:
+def rim_mask(mask: np.ndarray, band_px: int, eroded: np.ndarray | None = None) -> np.ndarray:
+    """The product's rim: inside the outline, from 1 px to `band_px` px deep (`eroded` =
+    erode(mask, band_px) when the caller has it). The outermost pixel is left out: it is a blend
+    of product and background by construction."""
+    inner = erode(mask, band_px) if eroded is None else eroded
+    return erode(mask, 1) & ~inner
+
+
+def edge_share(rim_delta_e: np.ndarray, tolerance: float = 20.0,
+               interior_delta_e: float = 0.0) -> float:
+    """Share of rim pixels whose CIEDE2000 is within max(`tolerance`, 2 x `interior_delta_e`);
+    1 for an empty rim."""
+    if rim_delta_e.size == 0:
         return 1.0
     limit = max(tolerance, 2.0 * interior_delta_e)
-    return float((delta_e(generated, reference, rim) <= limit).mean())
+    return float((rim_delta_e <= limit).mean())
+
+
+def edge_score(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, band_px: int,
+               tolerance: float = 20.0, interior_delta_e: float = 0.0) -> float:
+    """Share of the product's rim (rim_mask) whose CIEDE2000 to the cut-out is within
+    max(`tolerance`, 2 x `interior_delta_e`): 1 = the outline is intact, low = new background
+    painted into or over it. The interior's median ΔE raises the bar so a product recoloured
+    all over is reported as recoloured, not as a broken edge."""
+    rim = rim_mask(mask, band_px)
+    return edge_share(delta_e(generated, reference, rim) if rim.any() else np.zeros(0),
+                      tolerance, interior_delta_e)

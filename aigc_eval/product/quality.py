@@ -20,31 +20,35 @@ NOISE_WARN_ABOVE = 6.0     # grey levels (0..255); JPEG q85 of a clean photo est
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
 
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+def _gray(image: np.ndarray) -> np.ndarray:
+    """Grey of an RGB image; a grey (2-D) image as it is, so a caller measuring all three
+    converts once."""
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
-def blur_measure(rgb: np.ndarray) -> float:
-    """Variance of the 3x3 Laplacian of the grey image shrunk (pyramid) to a 512 px long side,
-    so the value does not depend on the image's size. Lower = softer. Large flat backdrops
-    lower it too, hence the conservative warning threshold."""
-    gray, _ = resize_to_long_side(_gray(rgb), BLUR_LONG_SIDE)
+def blur_measure(image: np.ndarray) -> float:
+    """Variance of the 3x3 Laplacian of the grey image (RGB or grey uint8 input) shrunk
+    (pyramid) to a 512 px long side, so the value does not depend on the image's size. Lower =
+    softer. Large flat backdrops lower it too, hence the conservative warning threshold."""
+    gray, _ = resize_to_long_side(_gray(image), BLUR_LONG_SIDE)
     _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F, ksize=3))
     return float(std[0, 0] ** 2)
 
 
-def clipped_share(rgb: np.ndarray) -> float:
-    """Share of pixels whose grey level is <= 2 or >= 253 (crushed shadows or blown highlights)."""
-    gray = _gray(rgb)
+def clipped_share(image: np.ndarray) -> float:
+    """Share of pixels whose grey level is <= 2 or >= 253 (crushed shadows or blown highlights);
+    RGB or grey uint8 input."""
+    gray = _gray(image)
     kept = cv2.countNonZero(cv2.inRange(gray, 3, 252))
     return float(1.0 - kept / gray.size)
 
 
-def noise_sigma(rgb: np.ndarray) -> float:
+def noise_sigma(image: np.ndarray) -> float:
     """Noise standard deviation in grey levels by Immerkær's method (1996, 'Fast noise variance
     estimation'): sqrt(pi/2) / (6 (W-2)(H-2)) * sum |gray * N| over the interior, N the 3x3
-    kernel above. Measured at full resolution (noise is a per-pixel property)."""
-    gray = _gray(rgb)
+    kernel above, on an RGB or grey uint8 image. Measured at full resolution (noise is a
+    per-pixel property)."""
+    gray = _gray(image)
     height, width = gray.shape
     if height < 3 or width < 3:
         return 0.0

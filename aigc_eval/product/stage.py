@@ -126,7 +126,9 @@ class ProductChecker:
             cut = self.cutout(source, session)
             canvas = image_size(data)
             factor = image.width / canvas[0]
-            result = check_product(np.asarray(image.convert("RGB")), cut, thresholds=self.options.thresholds,
+            # The image the pipeline decoded for the models (always RGB): no second decode or copy.
+            rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            result = check_product(rgb, cut, thresholds=self.options.thresholds,
                                    profile=self.options.composition_profile,
                                    placement=_known_placement(row, factor), canvas_size=canvas)
         except ImageError as exc:
