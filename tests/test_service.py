@@ -197,12 +197,16 @@ def test_health_readiness_metrics_docs_and_access_log(server, host, caplog):
         for _ in range(2):  # the second time the features come from the score cache
             assert post(server, {"image_url": host.url + "/img3.jpg", "prompt": "手表"}).status_code == 200
     assert any('"POST /v1/score" 200' in record.getMessage() for record in caplog.records)
-    metrics = requests.get(f"{server}/metrics").text
+    for path in ("/metrics", "/openapi.json", "/docs"):  # with --token, only the probes are open
+        refused = requests.get(f"{server}{path}")
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", path
+    metrics = requests.get(f"{server}/metrics", headers=AUTH).text
     for line in ('aigc_eval_http_requests_total{path="/v1/score",status="200"}', "aigc_eval_batch_size_bucket",
                  "aigc_eval_queue_depth 0.0", 'aigc_eval_score_cache_total{model="clip",outcome="reused"}',
                  "aigc_eval_http_request_seconds_bucket", 'aigc_eval_items_total{status="ok"}'):
         assert line in metrics, line
-    schema = requests.get(f"{server}/openapi.json").json()
+    schema = requests.get(f"{server}/openapi.json", headers=AUTH).json()
     assert {"ScoreItem", "ScoreResponse", "ErrorResponse"} <= set(schema["components"]["schemas"])
     assert set(schema["paths"]["/v1/score"]["post"]["responses"]) >= {"200", "400", "401", "413", "422", "503", "504"}
-    assert "swagger" in requests.get(f"{server}/docs").text.lower()
+    assert "swagger" in requests.get(f"{server}/docs", headers=AUTH).text.lower()
+    assert "security" in schema["paths"]["/metrics"]["get"]

@@ -51,13 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(*flags("max-wait-ms"), dest="max_wait_ms", type=float, default=10.0,
                         help="how long a batch waits for more items after its first")
     server.add_argument(*flags("max-queue"), dest="max_queue", type=int, default=64,
-                        help="items waiting for a batch; beyond it requests get 503 with Retry-After")
+                        help="items waiting for a batch; beyond it requests get 503 with Retry-After "
+                             "(the expected drain time)")
     server.add_argument(*flags("deadline-s"), dest="deadline_s", type=float, default=30.0,
-                        help="seconds a request may take; then 504")
+                        help="seconds a request may take; then 504. A request not expected to finish within two thirds "
+                             "of it, at the measured rate, gets 503 at once")
     server.add_argument(*flags("max-body-mb"), dest="max_body_mb", type=float, default=16.0,
                         help="largest request body in MiB; larger ones get 413")
     server.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
-                        help=f"require 'Authorization: Bearer TOKEN' on /v1/score (default: ${TOKEN_ENV}; none: open)")
+                        help=f"require 'Authorization: Bearer TOKEN' everywhere but /healthz and /readyz "
+                             f"(default: ${TOKEN_ENV}; none: open)")
     server.add_argument(*flags("allow-private-urls"), dest="allow_private_urls", action="store_true",
                         help="also fetch from loopback, private and link-local addresses (closed networks, tests)")
     server.add_argument(*flags("reference-marginal"), dest="reference_marginal", type=Path, default=None,

@@ -1,4 +1,5 @@
-"""Building blocks of the HTTP scoring service: dynamic batching of concurrent requests."""
+"""Building blocks of the HTTP scoring service: dynamic batching of concurrent requests, with
+deadline-aware admission (admission.py)."""
 
 from aigc_eval.service.batcher import (
     DeadlineExceeded,

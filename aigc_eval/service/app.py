@@ -3,6 +3,10 @@
     POST /v1/score   one item or a list -> per-item scores and decisions (ScoreResponse)
     GET  /healthz    alive;  GET /readyz  200 once both models are loaded, 503 before
     GET  /metrics    Prometheus text;  /docs and /openapi.json  the contract
+
+With --token, everything but /healthz and /readyz (the probes) needs the bearer token. Under
+overload a request is refused (503, Retry-After from the expected drain time) by EarlyRefusal
+before its body is read, so a flood of refused requests costs as little CPU as it can.
 """
 
 import asyncio
@@ -10,10 +14,12 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import sys
 from typing import Annotated, Callable, Union
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Discriminator, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,7 +28,7 @@ from aigc_eval import columns as col
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.model_loading import inception_categories
 from aigc_eval.service.batcher import DeadlineExceeded, DynamicBatcher, QueueFull
-from aigc_eval.service.middleware import AccessLog, BodyLimit
+from aigc_eval.service.middleware import AccessLog, BodyLimit, EarlyRefusal
 from aigc_eval.service.schemas import (
     ErrorResponse,
     Health,
@@ -40,8 +46,13 @@ from aigc_eval.service.scoring import (
 from aigc_eval.service.telemetry import Metrics
 
 log = logging.getLogger("aigc_eval.service")
-RETRY_AFTER_S = 1  # a full queue empties within about a batch's time
+NOT_READY_RETRY_AFTER_S = 5  # loading both models takes longer than that; probes poll /readyz anyway
 DISCONNECT_POLL_S = 0.5
+# The GIL switch interval while the service runs (Python's default is 5 ms). Each torch op in
+# the model lanes releases the GIL and takes it back; while the event loop is busy in Python
+# refusing a flood, every take-back waited up to the interval. Under a 256-connection flood on
+# 2 cores (bench_service) the models scored 0.3-0.65 images/s with 5 ms, 0.8-1.9 with 0.5 ms.
+SWITCH_INTERVAL_S = 0.0005
 ScoreBody = Annotated[
     Union[Annotated[ScoreItem, Tag("item")], Annotated[ScoreItems, Tag("items")]],
     Discriminator(lambda value: "items" if isinstance(value, list) else "item"),
@@ -51,7 +62,8 @@ ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text
     400: "an image or cut-out reference refused before fetching (not http(s), not base64); a body not UTF-8",
     401: "missing or wrong bearer token (with --token)",
     413: "request body over --max-body-mb, or more items than --max-queue",
-    503: "queue full, models loading or shutting down: retry after Retry-After seconds",
+    503: "queue full, not expected to be done within --deadline-s, models loading or shutting down: "
+         "retry after Retry-After seconds (the expected drain time)",
     504: "no result within --deadline-s",
 }.items()}
 
@@ -108,12 +120,15 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
         opened = ScoringCore.open(model_name=settings.model_name, model_dir=settings.model_dir,
                                   weights=settings.weights, runtime=runtime, product=product)
         core = await asyncio.to_thread(stack.enter_context, opened)  # may download weights: not on the loop
+        stack.callback(sys.setswitchinterval, sys.getswitchinterval())  # process-wide: put back on the way out
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             state.service = ScoringService(core, settings, marginal)
             state.batcher = DynamicBatcher(lambda rows: state.service.process(rows), runtime.batch_size,
                                            settings.max_wait_ms, settings.max_queue, workers=2, on_batch=on_batch)
             await state.batcher.start()
-            metrics.watch_queue(lambda: state.batcher.queue_depth, lambda: state.batcher.in_flight)
+            metrics.watch_queue(lambda: state.batcher.queue_depth, lambda: state.batcher.in_flight,
+                                lambda: state.batcher.expected_s(0) or 0.0)
             loading = asyncio.create_task(warm(core))
             yield
             state.phase = "stopping"
@@ -123,20 +138,45 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
         finally:
             await asyncio.to_thread(stack.close)
 
+    # The schema and docs routes are added below, behind the token when one is set.
     app = FastAPI(title="aigc-image-eval scoring service", version="1.0", lifespan=lifespan,
-                  description="Scores AI-generated e-commerce images as main.py --input does. See docs/service.md.")
+                  description="Scores AI-generated e-commerce images as main.py --input does. See docs/service.md.",
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service_state = state
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost, so it sees 413s too
     bearer = HTTPBearer(auto_error=False, description="--token / AIGC_EVAL_TOKEN, when set")
+
+    def token_ok(given: bytes) -> bool:
+        return settings.token is None or secrets.compare_digest(given, settings.token.encode())
 
     async def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         """401 unless the request carries the configured bearer token (no token configured: open)."""
-        if settings.token is None:
-            return
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not secrets.compare_digest(given, settings.token.encode()):
+        if not token_ok(credentials.credentials.encode() if credentials is not None else b""):
             raise _error(401, "missing or wrong bearer token", "Authorization", {"WWW-Authenticate": "Bearer"})
+
+    def refusal(count: int) -> HTTPException | None:
+        """The 503 for `count` more items now (not ready, stopping, no room, or not expected to be
+        done within the deadline), or None when they would be admitted."""
+        if state.phase != "ok" or state.batcher is None:
+            return _error(503, f"not ready: {state.phase} {state.detail}".strip(), None,
+                          {"Retry-After": str(NOT_READY_RETRY_AFTER_S)})
+        try:
+            state.batcher.check(count, settings.deadline_s)
+        except QueueFull as exc:  # ShuttingDown too
+            return _error(503, f"overloaded: {exc}", None, {"Retry-After": str(exc.retry_after_s)})
+        return None
+
+    def refuse_early(authorization: bytes) -> HTTPException | None:
+        """EarlyRefusal's question, before the body is read: the 503 for at least one more item.
+        A request without the right token goes on to the route, whose answer is 401."""
+        scheme, _, given = authorization.partition(b" ")
+        if settings.token is not None and (scheme.lower() != b"bearer" or not token_ok(given.strip())):
+            return None
+        return refusal(1)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(EarlyRefusal, path="/v1/score", refuse=refuse_early)  # before BodyLimit reads the body
+    app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost, so it sees 413s and 503s too
+    guarded = [Depends(require_token)]
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -150,18 +190,18 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
         log.exception("error: %s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": {"field": None, "message": f"internal error: {type(exc).__name__}"}}, 500)
 
-    @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, dependencies=[Depends(require_token)])
+    @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, dependencies=guarded)
     async def score(body: ScoreBody, request: Request) -> ScoreResponse:
         """Score one item or a list of items (at most 256). Per-item failures (an image that
         cannot be fetched, decoded or is refused by the address guard) are items with
         status "error" in a 200 answer; only the whole request fails with an HTTP error."""
-        if state.phase != "ok":
-            raise _error(503, f"not ready: {state.phase} {state.detail}".strip(), None,
-                         {"Retry-After": str(RETRY_AFTER_S * 5)})
         items = body if isinstance(body, list) else [body]
         if len(items) > settings.max_queue:  # could never be queued whole: 503 forever would mislead
             raise _error(413, f"{len(items)} items, more than --max-queue {settings.max_queue} allows in one request",
                          "items")
+        refused = refusal(len(items))  # EarlyRefusal asked for one item; now the count is known
+        if refused is not None:
+            raise refused
         assert state.service is not None and state.batcher is not None
         try:
             rows = state.service.rows_for(items)
@@ -184,12 +224,25 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
             response.status_code = 503
         return Health(status=state.phase, detail=state.detail)  # type: ignore[arg-type]
 
-    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}, **_only(ERRORS, 401)},
+             dependencies=guarded)
     async def prometheus() -> Response:
         """Prometheus metrics: requests by status, latency, batch sizes, queue depth, cache hits."""
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
     return app
+
+
+def _only(responses: dict[int, dict], *statuses: int) -> dict[int, dict]:
+    return {status: responses[status] for status in statuses}
 
 
 async def _gone(request: Request) -> None:
@@ -201,20 +254,20 @@ async def _gone(request: Request) -> None:
 async def _submit(batcher: DynamicBatcher, rows: list[dict[str, str]], deadline_s: float,
                   request: Request) -> list[ItemResult]:
     """Every row's result from the batcher, or 503/504 for the whole request; on failure, or when
-    the client hangs up, the request's rows leave the queue (a cancelled submit frees its slot),
+    the client hangs up, the request's rows leave the queue (a cancelled submit frees its slots),
     so work for callers that gave up does not hold the queue full after a burst."""
-    tasks = [asyncio.ensure_future(batcher.submit(row, deadline_s)) for row in rows]
-    results, watcher = asyncio.ensure_future(asyncio.gather(*tasks)), asyncio.ensure_future(_gone(request))
+    results = asyncio.ensure_future(batcher.submit_many(rows, deadline_s))
+    watcher = asyncio.ensure_future(_gone(request))
     try:
         await asyncio.wait([results, watcher], return_when=asyncio.FIRST_COMPLETED)
         if not results.done():
             raise _error(499, "client closed the request")  # nginx's code; nobody reads this answer
         return list(results.result())
-    except QueueFull as exc:  # ShuttingDown too
-        raise _error(503, f"overloaded: {exc}", None, {"Retry-After": str(RETRY_AFTER_S)}) from None
+    except QueueFull as exc:  # ShuttingDown too; admitted a moment ago, but another request came first
+        raise _error(503, f"overloaded: {exc}", None, {"Retry-After": str(exc.retry_after_s)}) from None
     except DeadlineExceeded as exc:
         raise _error(504, f"deadline exceeded: {exc} (--deadline-s {deadline_s:g})") from None
     finally:
-        for task in (watcher, *tasks):
+        for task in (watcher, results):
             task.cancel()
-        await asyncio.gather(watcher, results, *tasks, return_exceptions=True)
+        await asyncio.gather(watcher, results, return_exceptions=True)

@@ -1,11 +1,14 @@
-"""Two pure ASGI middlewares: the request body cap (413) and the access log with request metrics."""
+"""Pure ASGI middlewares: early refusal under overload (503), the request body cap (413), and the
+access log with request metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from typing import Callable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aigc_eval.service.telemetry import Metrics
@@ -21,6 +24,26 @@ async def send_json(send: Send, status: int, body: dict, headers: dict[str, str]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": data})
+
+
+class EarlyRefusal:
+    """Answers a POST to `path` with the app's refusal (a 503 with Retry-After) before anything
+    else happens: no body read, no JSON parsed, no validation, no routing, so each request the
+    service cannot take costs the event loop as little as it can (under wrk's 256-connection
+    flood, 1,400-1,500 refusals a second against 520 when each request was parsed first).
+    `refuse(authorization header)` returns the HTTPException to send, or None to let it through."""
+
+    def __init__(self, app: ASGIApp, path: str, refuse: Callable[[bytes], HTTPException | None]):
+        self.app, self.path, self.refuse = app, path, refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            refused = self.refuse(authorization)
+            if refused is not None:  # the body stays unread: the server discards it with the request
+                await send_json(send, refused.status_code, {"detail": refused.detail}, refused.headers)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

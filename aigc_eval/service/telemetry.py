@@ -32,14 +32,17 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("aigc_eval_queue_depth", "items waiting for a batch", registry=r)
         self.in_flight = Gauge("aigc_eval_items_in_flight", "items inside a running batch", registry=r)
+        self.drain = Gauge("aigc_eval_drain_seconds", "expected seconds until the queued and running items are "
+                           "done, at the measured rate (a 503's Retry-After, before rounding up)", registry=r)
         self.cache = Counter("aigc_eval_score_cache", "image features by model: reused from the score cache "
                              "or computed", ["model", "outcome"], registry=r)
         self._seen: dict[tuple[str, str], int] = {}
 
-    def watch_queue(self, depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
-        """Read the batcher's queue depth and in-flight count at each scrape."""
+    def watch_queue(self, depth: Callable[[], int], in_flight: Callable[[], int], drain: Callable[[], float]) -> None:
+        """Read the batcher's queue depth, in-flight count and expected drain time at each scrape."""
         self.queue_depth.set_function(depth)
         self.in_flight.set_function(in_flight)
+        self.drain.set_function(drain)
 
     def count_cache(self, model: str, reused: int, computed: int) -> None:
         """Add what a scorer's running counters grew by since the last call."""
