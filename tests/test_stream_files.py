@@ -106,3 +106,13 @@ def test_cli_refuses_bad_names_a_held_lock_and_empty_globs(tmp_path, capsys):
     assert score_main(["--shards", str(tmp_path / "none.*.csv"), "-q"]) == 2
     assert "no shard CSV matches" in capsys.readouterr().err
     assert score_main(["--shards", "x", "--input", "y.csv", "-q"]) == 2
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 64), (["--batch-size", "48"], 96),
+                                                (["--batch-size", "48", "--max-in-flight", "10"], 10)])
+def test_max_in_flight_defaults_to_twice_the_batch_size(tmp_path, args, expected):
+    """Two batches' worth in flight lets the next batch fill while the models run one."""
+    from aigc_eval.cli.stream import build_parser, options_from
+
+    options = options_from(build_parser().parse_args(["--output-dir", str(tmp_path), "--worker-name", "w", *args]))
+    assert options.nsq.max_in_flight == expected

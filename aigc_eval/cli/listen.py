@@ -31,10 +31,11 @@ EXIT_CODES_HELP = (
 )
 
 
-def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, channel: str, max_in_flight: int,
-                      who: str) -> None:
+def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, channel: str,
+                      max_in_flight: int | None, who: str, max_in_flight_help: str = "") -> None:
     """The NSQ flags message_listener.py and evaluate_stream.py share: where to subscribe, the body
-    mapping, flow control, retries, and when to stop (`who` share a channel's messages)."""
+    mapping, flow control, retries, and when to stop (`who` share a channel's messages).
+    With `max_in_flight` None, args has no max_in_flight unless given: the caller derives the default."""
     parser.add_argument("--topic", default=col.DEFAULT_NSQ_TOPIC, help="NSQ topic the generation service publishes to")
     parser.add_argument("--channel", default=channel, help=f"NSQ channel ({who} sharing one split the messages)")
     parser.add_argument(*flags("nsqd-tcp-address"), dest="nsqd_tcp_addresses", action="append", default=None,
@@ -44,8 +45,9 @@ def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     parser.add_argument("--mapping", type=Path, default=None, help="JSON object: mapping key -> body field path")
     parser.add_argument("--map", dest="map_overrides", action="append", default=[], metavar="KEY=PATH",
                         help=f"one mapping change, repeatable; keys: {', '.join(FieldMapping.keys())}")
-    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int, default=max_in_flight,
-                        help="messages delivered but not yet FINished")
+    parser.add_argument(*flags("max-in-flight"), dest="max_in_flight", type=int,
+                        default=argparse.SUPPRESS if max_in_flight is None else max_in_flight,
+                        help=max_in_flight_help or "messages delivered but not yet FINished")
     parser.add_argument(*flags("max-tries"), dest="max_tries", type=int, default=10,
                         help="deliveries before a message goes to the dead-letter file (0: never)")
     parser.add_argument(*flags("requeue-delay"), dest="requeue_delay", type=int, default=90,

@@ -53,6 +53,9 @@ EXIT_CODES_HELP = (
 )
 
 
+IN_FLIGHT_PER_BATCH = 2  # default --max-in-flight per --batch-size image
+
+
 def default_worker_name() -> str:
     """host name + pid, made safe for a file name."""
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "worker"
@@ -69,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
                         help="JSON lines for messages that cannot become rows (default: result_stream.<worker>.dead_letter.jsonl)")
     nsq_group = parser.add_argument_group("NSQ (as message_listener.py)")
-    add_nsq_arguments(nsq_group, channel=col.DEFAULT_STREAM_CHANNEL, max_in_flight=64, who="workers")
+    # The default depends on --batch-size: options_from fills it in.
+    add_nsq_arguments(nsq_group, channel=col.DEFAULT_STREAM_CHANNEL, max_in_flight=None, who="workers",
+                      max_in_flight_help=f"messages delivered but not yet FINished (default: {IN_FLIGHT_PER_BATCH} x "
+                                         "--batch-size, so the next batch fills while the models run one)")
     nsq_group.add_argument(*flags("msg-timeout"), dest="msg_timeout", type=float, default=60.0,
                            help="seconds nsqd waits for a FIN before giving a message to another worker (negotiated; "
                                 "messages being scored are TOUCHed every third of it)")
@@ -102,7 +108,8 @@ def options_from(args: argparse.Namespace):
     nsq_options = ListenerOptions(
         dead_letter=args.dead_letter, topic=args.topic, channel=args.channel, nsqd_tcp_addresses=nsqd,
         lookupd_http_addresses=tuple(args.lookupd_http_addresses), mapping=load_mapping(args.mapping, args.map_overrides),
-        max_in_flight=args.max_in_flight, max_tries=args.max_tries, requeue_delay=args.requeue_delay,
+        max_in_flight=getattr(args, "max_in_flight", IN_FLIGHT_PER_BATCH * args.batch_size),
+        max_tries=args.max_tries, requeue_delay=args.requeue_delay,
         reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,
         progress_interval=args.progress_interval)
     if args.clip_weight < 0 or args.product_weight < 0 or not 0 < args.clip_ceiling <= 1:

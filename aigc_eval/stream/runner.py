@@ -124,7 +124,7 @@ async def _serve_until_stopped(options: StreamOptions, worker: StreamWorker, sto
         reader.set_max_in_flight(0)  # RDY 0: nsqd sends nothing new
         await asyncio.sleep(0.05)  # what was in transit arrives and is requeued by handle()
         worker.requeue_waiting()
-        while worker.running:
+        while worker.busy:  # batches being scored are written and FINished; what is being prepared goes back
             await asyncio.sleep(0.02)
         if publisher is not None:
             started = time.monotonic()
@@ -154,6 +154,9 @@ def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamSta
         try:
             log.info("%s: %d images from %d messages already there; %d dead letters", options.paths.shard,
                      len(store.rows), len(store.done_message_ids()), len(dead_ids))
+            if options.nsq.max_in_flight < 2 * s.runtime.batch_size:
+                log.warning("--max-in-flight %d is under twice --batch-size %d: a batch cannot fill while the models "
+                            "run the one before it", options.nsq.max_in_flight, s.runtime.batch_size)
             with ScoringCore.open(model_name=s.model_name, model_dir=s.model_dir, weights=s.weights, runtime=s.runtime,
                                   product=s.product) as core:
                 scorer = BatchScorer(core, s.cleaning, options.paths.worker)

@@ -1,13 +1,19 @@
 """A batch of delivered rows through the scoring core main.py --input uses, to shard rows.
 
-Runs in the worker's threads, never on the IOLoop: `submit` cleans the prompts (as main.py
-does), fetches and decodes the images (with the product check when enabled: every row then
-goes through it, as main.py runs it on every row of an input with the cut-out column) and
-queues the model work in the core's lanes; the function it returns waits for the models.
+`prepare` runs in the worker's preparing thread, never on the IOLoop: it cleans the prompts (as
+main.py does) and fetches and decodes the images through the core's worker threads (with the
+product check when enabled: every row then goes through it, as main.py runs it on every row of
+an input with the cut-out column), handing each message's rows back as soon as they are done.
+`submit` queues a batch's model work in the core's lanes, in the worker's submitting thread
+(quick with lanes: it stacks the inputs; without them, on a GPU or one CPU thread, the models
+run there and then); the function it returns waits for the models and builds the shard rows,
+in the writing thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -19,12 +25,14 @@ from aigc_eval.product import names as pn
 from aigc_eval.product.stage import RESULT_COLUMNS as PRODUCT_RESULT_COLUMNS
 from aigc_eval.scoring.clipscore import CLIP_RESULT_COLUMNS
 from aigc_eval.scoring.core import ScoredRow, ScoringCore
+from aigc_eval.scoring.image_pipeline import PreparedRow
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
 
 # Distinct prompts whose text embedding stays in memory; past this the dict is emptied between
 # batches (the score cache on disk keeps them), so a long-running worker's memory stays flat.
 TEXT_EMBEDDINGS_KEPT = 20_000
 ScoredBatch = list[tuple[dict[str, object], "torch.Tensor | None"]]
+Finish = Callable[[], ScoredBatch]
 
 
 def top1_fields(logits: torch.Tensor, categories: Sequence[str]) -> dict[str, object]:
@@ -51,10 +59,18 @@ class BatchScorer:
         if len(self.core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
             self.core.clip.text_embeddings.clear()
 
-    def submit(self, rows: list[dict[str, str]]) -> Callable[[], ScoredBatch]:
-        """Prepare the rows and queue their model work; the returned function waits for it."""
-        cleaned = clean_rows(rows, col.PROMPT, self.cleaning, col.RAW_PROMPT)
-        prepared = list(self.core.prepare(cleaned, col.IMAGE_URL, None, self.checker))
+    def prepare(self, groups: Sequence[list[dict[str, str]]],
+                on_ready: Callable[[int, list[PreparedRow]], None]) -> None:
+        """Clean, fetch and decode the rows of every group (one message's rows each) through the
+        core's worker threads, all at once and in order; `on_ready(i, prepared)` as soon as the
+        i-th group's rows are done."""
+        cleaned = clean_rows([row for group in groups for row in group], col.PROMPT, self.cleaning, col.RAW_PROMPT)
+        with contextlib.closing(self.core.prepare(cleaned, col.IMAGE_URL, None, self.checker)) as prepared:
+            for index, group in enumerate(groups):
+                on_ready(index, list(itertools.islice(prepared, len(group))))
+
+    def submit(self, prepared: list[PreparedRow]) -> Finish:
+        """Queue the prepared rows' model work in the lanes; the returned function waits for it."""
         finish = self.core.submit(prepared, col.PROMPT)
         return lambda: [(self.shard_row(scored), scored.logits) for scored in finish()]
 
