@@ -27,6 +27,7 @@ from aigc_eval.scoring.fid_features import FIDELITY_WEIGHTS_URL, FidelityIncepti
 from aigc_eval.scoring.inception import InceptionScorer
 from aigc_eval.scoring.reference import KEY_FID_FEATURES
 from conftest import photo, write_csv
+from test_reference import _run
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 # Mixed sizes (larger and smaller than 299, not square) and formats: torch-fidelity resizes each
@@ -81,15 +82,6 @@ def _sets(tmp_path: Path) -> tuple[Path, Path, list[Path], list[Path]]:
     reference = write_csv(tmp_path / "reference.csv", [
         {"image_url": f"ref/{p.name}", "category": "A" if i < 3 else "B"} for i, p in enumerate(ref)])
     return generated, reference, gen, ref
-
-
-def _run(tmp_path, generated, reference, clip_dir, inception_weights, *extra) -> int:
-    return main_cli(["--input", str(generated), "--reference", str(reference), "--model", "RN50", "--model-dir",
-                     str(clip_dir), "--weights", str(inception_weights), "--device", "cpu", "--precision", "fp32",
-                     "--clip-result", str(tmp_path / "clip.csv"), "--is-result", str(tmp_path / "is.csv"),
-                     "--output", str(tmp_path / "total.csv"), "--category-output", str(tmp_path / "cat.csv"),
-                     "--distribution-output", str(tmp_path / "dist.json"), "--report", str(tmp_path / "report.html"),
-                     "-q", *extra])
 
 
 def _result(tmp_path) -> dict:

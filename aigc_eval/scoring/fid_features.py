@@ -33,7 +33,7 @@ from aigc_eval.io.image_fetch import FetchConfig
 from aigc_eval.scoring.distribution import BACKBONE_FIDELITY, BACKBONE_INCEPTION
 from aigc_eval.scoring.image_pipeline import PREPROCESSING_VERSION, PreparedRow, batched, prepare_rows
 from aigc_eval.scoring.model_lanes import ModelLanes
-from aigc_eval.scoring.model_loading import LazyModel, WeightsMissingError, torch_init_skipped
+from aigc_eval.scoring.model_loading import LazyModel, WeightsMissingError, torch_init_skipped, weights_not_found
 from aigc_eval.scoring.score_cache import ScoreCache, weights_key
 
 FIDELITY_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name for the TF FID Inception
@@ -103,11 +103,8 @@ def load_fidelity_inception(weights_path: str | Path | None, device: torch.devic
             if target.is_file():
                 raise WeightsMissingError(f"{target}: cannot load torch-fidelity's Inception weights "
                                           f"({type(exc).__name__}: {str(exc)[:200]})") from None
-            raise WeightsMissingError(
-                f"torch-fidelity Inception weights not found: expected {target} and could not download it "
-                f"({type(exc).__name__}). Download {FIDELITY_WEIGHTS_URL} and put it at {target}, "
-                f"or pass --fid-weights PATH to a local copy of {name}."
-            ) from None
+            raise weights_not_found("torch-fidelity Inception", target, exc, FIDELITY_WEIGHTS_URL,
+                                    f"pass --fid-weights PATH to a local copy of {name}") from None
     else:
         path = Path(weights_path).expanduser()
         if not path.is_file():

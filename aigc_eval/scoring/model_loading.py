@@ -45,6 +45,15 @@ class WeightsMissingError(RuntimeError):
     """Model weights are neither on disk nor downloadable; the message names the file and place."""
 
 
+def weights_not_found(what: str, target: Path, exc: BaseException, source: str, local: str) -> WeightsMissingError:
+    """The one-line error for weights that are not at `target` and could not be downloaded:
+    where to get them (`source`) and the flag that takes a local copy (`local`)."""
+    return WeightsMissingError(
+        f"{what} weights not found: expected {target} and could not download it ({type(exc).__name__}). "
+        f"Download {source} and put it at {target}, or {local}."
+    )
+
+
 def default_device() -> str:
     """cuda when a GPU is visible, else cpu."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -169,11 +178,8 @@ def load_chinese_clip(name: str, model_dir: str | Path | None, device: torch.dev
     except Exception as exc:  # the hub client raises many types when offline
         if target.is_file():
             raise WeightsMissingError(f"{target}: cannot load Chinese-CLIP checkpoint ({type(exc).__name__}: {exc})") from None
-        raise WeightsMissingError(
-            f"Chinese-CLIP weights not found: expected {target} and could not download it "
-            f"({type(exc).__name__}). Download {target.name} from https://huggingface.co/OFA-Sys/{repo} "
-            f"and put it at {target}, or pass --model-dir with the folder that holds it."
-        ) from None
+        raise weights_not_found("Chinese-CLIP", target, exc, f"{target.name} from https://huggingface.co/OFA-Sys/{repo}",
+                                "pass --model-dir with the folder that holds it") from None
     finally:
         logging.getLogger("aigc_eval").debug("%s", chatter.getvalue().strip())
     # load_from_name leaves the model in training mode: dropout and batch-norm statistics
@@ -302,11 +308,8 @@ def load_inception(weights_path: str | Path | None, device: torch.device):
             with torch_init_skipped():  # the downloaded state_dict is loaded strictly
                 model = inception_v3(weights=weights, progress=False)
         except Exception as exc:
-            raise WeightsMissingError(
-                f"Inception-v3 weights not found: expected {target} and could not download it "
-                f"({type(exc).__name__}). Download {weights.url} and put it at {target}, "
-                f"or pass --weights PATH to a local state_dict file."
-            ) from None
+            raise weights_not_found("Inception-v3", target, exc, weights.url,
+                                    "pass --weights PATH to a local state_dict file") from None
     else:
         path = Path(weights_path).expanduser()
         if not path.is_file():
