@@ -152,6 +152,8 @@ KEY_STREAM_LOGITS = "logits_f32le_b64"  # the Inception logits, float32 little-e
 # Keys of a result message on --result-topic (one JSON object per scored image).
 KEY_RESULT_ID = "id"
 KEY_RESULT_REQUEST_ID = "request_id"
+KEY_RESULT_IMAGE_URL = "image_url"  # the scored image, so a collector needs nothing else
+KEY_RESULT_CATEGORY = "category"  # null when the image's row has none
 KEY_RESULT_WORKER = "worker"
 KEY_RESULT_STATUS = "status"
 KEY_RESULT_ERROR = "error"

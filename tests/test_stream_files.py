@@ -103,6 +103,8 @@ def test_cli_refuses_bad_names_a_held_lock_and_empty_globs(tmp_path, capsys):
     assert "another listener" in capsys.readouterr().err
     assert stream_main(["--lookupd-http-address", "127.0.0.1:9", "--output-dir", str(tmp_path)]) == 2
     assert "--result-nsqd-tcp-address" in capsys.readouterr().err
+    assert stream_main(["--map", "id=id", "--output-dir", str(tmp_path)]) == 2  # the listener's one-image mode
+    assert "--map id=... is for collecting" in capsys.readouterr().err
     assert score_main(["--shards", str(tmp_path / "none.*.csv"), "-q"]) == 2
     assert "no shard CSV matches" in capsys.readouterr().err
     assert score_main(["--shards", "x", "--input", "y.csv", "-q"]) == 2

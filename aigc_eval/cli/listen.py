@@ -18,7 +18,7 @@ from aigc_eval.collection.listener import (
     collect_from_nsq,
     exit_code_for,
 )
-from aigc_eval.collection.messages import FieldMapping, load_mapping
+from aigc_eval.collection.messages import FieldMapping, load_mapping, parse_columns
 from aigc_eval.io.append_log import OutputBroken, OutputLocked
 
 T = TypeVar("T")
@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(*flags("dead-letter"), dest="dead_letter", type=Path, default=None,
                         help="JSON lines for messages that cannot become rows (default: <output stem>.dead_letter.jsonl)")
     add_nsq_arguments(parser, channel=col.DEFAULT_NSQ_CHANNEL, max_in_flight=100, who="listeners")
+    parser.add_argument("--column", dest="columns", action="append", default=[], metavar="NAME=PATH",
+                        help="an extra output column from a body path, repeatable (before nsq_message_id); "
+                             "a list is joined with '; ', an object written as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="also pynsq's own log lines (connections, heartbeats)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     args = parser.parse_args(argv)
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lookupd_http_addresses=tuple(args.lookupd_http_addresses), mapping=load_mapping(args.mapping, args.map_overrides),
             max_in_flight=args.max_in_flight, max_tries=args.max_tries, requeue_delay=args.requeue_delay,
             reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,
-            progress_interval=args.progress_interval,
+            progress_interval=args.progress_interval, extra=parse_columns(args.columns),
         )
         return run_nsq_loop(lambda: collect_from_nsq(options), lambda stats: exit_code_for(stats, options))
 

@@ -105,9 +105,13 @@ def options_from(args: argparse.Namespace):
     from aigc_eval.stream.shards import ShardPaths, check_worker_name
 
     nsqd = tuple(args.nsqd_tcp_addresses or ([] if args.lookupd_http_addresses else [col.DEFAULT_NSQD_TCP_ADDRESS]))
+    mapping = load_mapping(args.mapping, args.map_overrides)
+    if mapping.id:  # shard rows are ids <request_id>_<index>: the worker reads generation requests
+        raise ValueError("--map id=... is for collecting one-image messages (such as the result topic) with "
+                         "message_listener.py; evaluate_stream.py reads generation requests: leave id unmapped")
     nsq_options = ListenerOptions(
         dead_letter=args.dead_letter, topic=args.topic, channel=args.channel, nsqd_tcp_addresses=nsqd,
-        lookupd_http_addresses=tuple(args.lookupd_http_addresses), mapping=load_mapping(args.mapping, args.map_overrides),
+        lookupd_http_addresses=tuple(args.lookupd_http_addresses), mapping=mapping,
         max_in_flight=getattr(args, "max_in_flight", IN_FLIGHT_PER_BATCH * args.batch_size),
         max_tries=args.max_tries, requeue_delay=args.requeue_delay,
         reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,

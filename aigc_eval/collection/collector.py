@@ -4,7 +4,10 @@ A Collector gets each message pynsq delivers. Rows of messages that arrive toget
 appended with one write and one fsync, and only then are the messages FINished; a
 message whose id is already in the output or the dead-letter file is FINished without
 writing; one that cannot become rows goes to the dead-letter file and is FINished; a
-failed write REQueues the whole batch with backoff. Used by message_listener.py.
+failed write REQueues the whole batch with backoff. With an `id` mapping (one image per
+message, such as the stream workers' result messages, published at least once) a message
+whose image id is already written or waiting to be is FINished without writing too. Used by
+message_listener.py.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import nsq
 
 from aigc_eval import columns as col
 from aigc_eval.collection.messages import (
+    ExtraColumns,
     FieldMapping,
     MalformedMessage,
     message_to_rows,
@@ -64,10 +68,14 @@ class Collector:
     """
 
     def __init__(self, csv_log: CsvAppendLog, dead_log: DeadLetterLog, done_ids: set[str], *, mapping: FieldMapping,
-                 max_in_flight: int, max_tries: int, max_messages: int | None):
-        self.csv_log, self.dead_log, self.mapping = csv_log, dead_log, mapping
+                 max_in_flight: int, max_tries: int, max_messages: int | None,
+                 extra: ExtraColumns = (), done_rows: set[str] | None = None):
+        self.csv_log, self.dead_log, self.mapping, self.extra = csv_log, dead_log, mapping, extra
         self.max_in_flight, self.max_tries, self.max_messages = max_in_flight, max_tries, max_messages
         self.done_ids = done_ids  # in the output or the dead-letter file: FIN, never write again
+        # Row ids in the output, when rows are deduplicated on their id (an `id` mapping): a
+        # second message for the same image is FINished without writing. None: not deduplicated.
+        self.done_rows = done_rows
         self.stats = ListenerStats()
         self.batch: list[_Pending] = []
         self.accepted = 0  # FINished plus waiting in the batch, for --max-messages
@@ -101,12 +109,21 @@ class Collector:
             self.stats.duplicates += 1
             return None
         try:
-            rows = message_to_rows(message.body, message_id, message.timestamp, self.mapping)
+            rows = message_to_rows(message.body, message_id, message.timestamp, self.mapping, self.extra)
         except MalformedMessage as exc:
             self.dead_letter(message, message_id, str(exc))
             self.stats.dead_letters += 1
             self._acknowledged()
             return True
+        if self.done_rows is not None:
+            waiting = {row[col.ID] for item in self.batch for row in item.rows}
+            rows = [row for row in rows if row[col.ID] not in self.done_rows and row[col.ID] not in waiting]
+            if not rows:
+                # Every image is on disk, or waiting in a batch whose message is FINished only
+                # after its fsync (and comes back if that fails): this copy can go at once.
+                self.stats.duplicates += 1
+                self._acknowledged()
+                return True
         message.enable_async()
         self.batch.append(_Pending(message, message_id, rows))
         self.accepted += 1
@@ -175,6 +192,8 @@ class Collector:
             item.message.finish()
             if item.rows:
                 self.done_ids.add(item.message_id)
+                if self.done_rows is not None:
+                    self.done_rows.update(row[col.ID] for row in item.rows)
                 self.stats.written += 1
                 self.stats.rows += len(item.rows)
                 self._acknowledged(already_accepted=True)

@@ -6,6 +6,9 @@ generated image to --output (output.csv): id, prompt, image_url, product_image_u
 category, timestamp, nsq_timestamp, nsq_message_id, the columns the evaluators read.
 Messages that cannot become rows go, with the reason, to the dead-letter file
 (--dead-letter, default <output stem>.dead_letter.jsonl beside the output).
+`--column NAME=PATH` adds columns from the body before nsq_message_id; `--map id=PATH`
+makes each message one image with the id found there, deduplicated on that id (for the
+stream workers' result messages on generate_img_score_topic, see docs/streaming.md).
 
 Exactly once in the file: rows are appended and fsynced before their message is FINished;
 on start the message ids already in the output and the dead-letter file are read, so a
@@ -15,6 +18,8 @@ redelivery is FINished without writing it again, and a record torn by a crash is
     python message_listener.py                                   # -> output.csv, until SIGTERM/Ctrl-C
     python message_listener.py --output output_sample.csv
     python message_listener.py --idle-timeout 60 --max-messages 5000   # from cron
+    python message_listener.py --topic generate_img_score_topic --output scores.csv --map id=id \\
+        --column clip_score=scores.clip_score --column total_score=total_score --column regenerate=regenerate
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import nsq
 from aigc_eval import columns as col
 from aigc_eval import log
 from aigc_eval.collection.collector import Collector, ListenerStats
-from aigc_eval.collection.messages import LISTENER_COLUMNS, FieldMapping
-from aigc_eval.io.append_log import CsvAppendLog, DeadLetterLog, OutputLock
+from aigc_eval.collection.messages import ExtraColumns, FieldMapping, listener_columns
+from aigc_eval.io.append_log import CsvAppendLog, DeadLetterLog, OutputLock, scan_csv_log
 
 EXIT_STOPPED = 0  # stopped as asked (signal, --max-messages, --idle-timeout); nothing dead-lettered
 EXIT_DEAD_LETTERS = 1  # stopped as asked; some messages of this run went to the dead-letter file
@@ -64,6 +69,7 @@ class ListenerOptions:
     nsqd_tcp_addresses: tuple[str, ...] = ()
     lookupd_http_addresses: tuple[str, ...] = ()
     mapping: FieldMapping = field(default_factory=FieldMapping)
+    extra: ExtraColumns = ()  # --column NAME=PATH, in order
     max_in_flight: int = 100
     max_tries: int = 10  # 0: never give up
     requeue_delay: int = 90  # seconds, multiplied by the attempt number, for a failed write
@@ -234,12 +240,17 @@ def collect_from_nsq(options: ListenerOptions, handle_signals: bool = True) -> L
     """
     options = options.checked()
     with OutputLock(options.output):
-        csv_log, csv_ids = CsvAppendLog.open(options.output, LISTENER_COLUMNS, col.NSQ_MESSAGE_ID)
+        fieldnames = listener_columns(options.extra)
+        csv_log, csv_ids = CsvAppendLog.open(options.output, fieldnames, col.NSQ_MESSAGE_ID)
+        done_rows = None
+        if options.mapping.id:  # dedup on the image id too; the file was just repaired, so all of it counts
+            done_rows = set(scan_csv_log(options.output.read_bytes(), fieldnames, col.ID, options.output)[1])
         dead_log, dead_ids = DeadLetterLog.open(options.dead_letter, col.KEY_DL_MESSAGE_ID)
         log.info("%s: %d rows from %d messages already there; %s: %d dead letters",
                  options.output, len(csv_ids), len(set(csv_ids)), options.dead_letter, len(dead_ids))
         collector = Collector(csv_log, dead_log, set(csv_ids) | set(dead_ids), mapping=options.mapping,
-                              max_in_flight=options.max_in_flight, max_tries=options.max_tries, max_messages=options.max_messages)
+                              max_in_flight=options.max_in_flight, max_tries=options.max_tries, max_messages=options.max_messages,
+                              extra=options.extra, done_rows=done_rows)
         connect_filter = _ConnectFailureFilter()
         logging.getLogger("tornado.application").addFilter(connect_filter)
         try:

@@ -15,7 +15,11 @@ are required; the other fields may be missing (empty cells).
 
 The producer's schema is not ours, so every body field is looked up through a
 FieldMapping (a dotted path such as `data.reqId` reaches into nested objects), which
-`--mapping FILE` (a JSON object) and `--map KEY=PATH` change. The prompt column holds
+`--mapping FILE` (a JSON object) and `--map KEY=PATH` change. With an `id` path set
+(`--map id=id`), each body describes one image and its row id is the value there: that is
+how the stream workers' result messages (stream/publish.py) are collected, deduplicated on
+the image id. `--column NAME=PATH` adds columns read from the body (ExtraColumns), placed
+before nsq_message_id, which stays last. The prompt column holds
 exactly what the producer sent: `clean_prompt` (from prompt_cleaning.py, offered here as
 the article's consumer_util.clean_prompt) turns it into the visual description when the
 evaluators score it, and the raw text stays in the output.
@@ -57,6 +61,9 @@ class FieldMapping:
     product_image_url: str = "product_image_url"
     category: str = "category"
     timestamp: str = "timestamp"
+    # Empty: ids are request id, "_", index. Set: each body is one image and its id is here
+    # (a result message's `id`); the listener then also dedups on that id.
+    id: str = ""
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -64,6 +71,30 @@ class FieldMapping:
 
 
 DEFAULT_MAPPING = FieldMapping()
+
+# Extra output columns (--column NAME=PATH): (column name, dotted body path) pairs, in order.
+ExtraColumns = tuple[tuple[str, str], ...]
+
+
+def listener_columns(extra: ExtraColumns = ()) -> list[str]:
+    """The listener's header: LISTENER_COLUMNS with the extra columns just before nsq_message_id."""
+    return [*LISTENER_COLUMNS[:-1], *(name for name, _ in extra), LISTENER_COLUMNS[-1]]
+
+
+def parse_columns(items: Sequence[str]) -> ExtraColumns:
+    """`--column NAME=PATH` values as ExtraColumns; InputError naming the bad item.
+
+    A name must be new: not a standard column and not given twice.
+    """
+    parsed: list[tuple[str, str]] = []
+    for item in items:
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not name or not path:
+            raise InputError(f"--column {item!r}: expected NAME=PATH, such as clip_score=scores.clip_score")
+        if name in LISTENER_COLUMNS or name in (known for known, _ in parsed):
+            raise InputError(f"--column {item!r}: the output already has a column {name!r}")
+        parsed.append((name, path))
+    return tuple(parsed)
 
 
 class MalformedMessage(ValueError):
@@ -130,6 +161,13 @@ def _text(value: Any) -> str:
     return json.dumps(value)
 
 
+def _cell(value: Any) -> str:
+    """An extra column's text: a list joined with "; " (each item as _text), anything else as _text."""
+    if isinstance(value, list):
+        return "; ".join(_text(item) for item in value)
+    return _text(value)
+
+
 def _image_urls(body: Mapping[str, Any], mapping: FieldMapping) -> list[str]:
     many = lookup(body, mapping.image_urls)
     if many is None:
@@ -163,31 +201,42 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 def message_to_rows(
-    body: bytes, message_id: str, nsq_timestamp: int, mapping: FieldMapping = DEFAULT_MAPPING
+    body: bytes, message_id: str, nsq_timestamp: int, mapping: FieldMapping = DEFAULT_MAPPING,
+    extra: ExtraColumns = (),
 ) -> list[dict[str, str]]:
-    """One row (LISTENER_COLUMNS) per generated image in the message body.
+    """One row (listener_columns(extra)) per generated image in the message body.
 
-    Raises MalformedMessage when the body is not a JSON object, lacks the request id or an
-    image URL, or holds text that cannot be written as UTF-8 (a lone surrogate escape).
+    Raises MalformedMessage when the body is not a JSON object, lacks the request id (the
+    image id with an `id` mapping) or an image URL, has several URLs with an `id` mapping,
+    or holds text that cannot be written as UTF-8 (a lone surrogate escape).
     """
     data = parse_body(body)
-    request_id = _text(lookup(data, mapping.request_id)).strip()
-    if not request_id:
-        raise MalformedMessage(f"missing request id {mapping.request_id!r}")
+    key, what = (mapping.id, "image id") if mapping.id else (mapping.request_id, "request id")
+    found = _text(lookup(data, key)).strip()
+    if not found:
+        raise MalformedMessage(f"missing {what} {key!r}")
     urls = _image_urls(data, mapping)
+    if not mapping.id:
+        ids = [f"{found}_{index}" for index in range(len(urls))]
+    elif len(urls) == 1:
+        ids = [found]
+    else:
+        raise MalformedMessage(f"{len(urls)} image URLs, but with an id mapping ({mapping.id!r}) a message is one image")
     shared = {
         col.PROMPT: _text(lookup(data, mapping.prompt)),
         col.PRODUCT_IMAGE_URL: _text(lookup(data, mapping.product_image_url)),
         col.CATEGORY: _text(lookup(data, mapping.category)),
         col.TIMESTAMP: _text(lookup(data, mapping.timestamp)),
+        **{name: _cell(lookup(data, path)) for name, path in extra},
         col.NSQ_TIMESTAMP: str(nsq_timestamp),
         col.NSQ_MESSAGE_ID: message_id,
     }
-    rows = [{col.ID: f"{request_id}_{index}", col.IMAGE_URL: url, **shared} for index, url in enumerate(urls)]
+    rows = [{col.ID: image_id, col.IMAGE_URL: url, **shared} for image_id, url in zip(ids, urls)]
     for row in rows:
         for name, value in row.items():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise MalformedMessage(f"{name} holds text that is not valid Unicode (a lone surrogate escape)") from None
-    return [{name: row[name] for name in LISTENER_COLUMNS} for row in rows]
+    names = listener_columns(extra)
+    return [{name: row[name] for name in names} for row in rows]

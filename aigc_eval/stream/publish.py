@@ -70,7 +70,8 @@ def _status(row: dict[str, str]) -> tuple[str, str]:
 
 
 def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, object]:
-    """The JSON object published for one shard row."""
+    """The JSON object published for one shard row; it carries the image URL (and category), so
+    message_listener.py --map id=id can collect the result topic into a CSV (docs/streaming.md)."""
     status, error = _status(row)
     product_ok = row.get(col.PRODUCT_STATUS) == col.STATUS_OK
     scores = {
@@ -92,6 +93,7 @@ def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, o
         reasons = regenerate_reasons({**row, col.STATUS: status}, settings.thresholds)
     return {
         col.KEY_RESULT_ID: row[col.ID], col.KEY_RESULT_REQUEST_ID: row.get(col.REQUEST_ID, ""),
+        col.KEY_RESULT_IMAGE_URL: row.get(col.IMAGE_URL, ""), col.KEY_RESULT_CATEGORY: row.get(col.CATEGORY) or None,
         col.KEY_RESULT_WORKER: row.get(col.WORKER, ""), col.KEY_RESULT_STATUS: status, col.KEY_RESULT_ERROR: error,
         col.KEY_RESULT_SCORES: scores, col.KEY_RESULT_TOTAL: total, col.KEY_RESULT_IS_TERM: IS_TERM_OMITTED,
         col.KEY_RESULT_REGENERATE: reasons.split("; ") if reasons else [],
