@@ -298,3 +298,59 @@ def test_each_model_warms_up_once_at_the_first_row_that_needs_it():
     assert seen == [("bad", []), ("cached", []), ("new-for-is", [1]), ("new", [1, 0])]
     assert list(passed) == []
     assert list(warm_up_when_needed(iter(rows[:2]), [pytest.fail, pytest.fail])) == rows[:2]
+
+
+def test_a_fetch_pool_reuses_its_connections_across_prepare_calls(tmp_path, config):
+    """The service and the stream workers call prepare once a batch: with the core's FetchPool the
+    image host sees one keep-alive connection per fetch thread, not one more per batch."""
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import photo
+
+    from aigc_eval.scoring.image_pipeline import FetchPool, PixelTransform, prepare_rows
+
+    buffer = io.BytesIO()
+    photo((40, 30), seed=2).save(buffer, format="PNG")
+    body, connections = buffer.getvalue(), set()
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            connections.add(self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Stage:
+        transform, input_size = PixelTransform(32, "bilinear", (0.5,) * 3, (0.5,) * 3), 32
+
+        def cached_features(self, digest):
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
+    try:
+        def batches(pool, run):  # new URLs each run: the fetch cache would answer the old ones
+            for batch in range(3):
+                rows = [{"id": f"{batch}-{i}", "image_url": f"{url}?{run}-{batch}-{i}"} for i in range(4)]
+                assert all(item.ok for item in prepare_rows(rows, "image_url", [Stage()], config, 1, pool=pool))
+
+        batches(None, 0)  # without a pool, each call has threads and sessions of its own
+        assert len(connections) == 3
+        connections.clear()
+        with FetchPool(config, 1) as pool:
+            batches(pool, 1)
+        assert len(connections) == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -20,6 +20,7 @@ import torch
 from aigc_eval.product.stage import ProductChecker, ProductOptions
 from aigc_eval.scoring.clipscore import ClipScorer
 from aigc_eval.scoring.image_pipeline import (
+    FetchPool,
     PreparedRow,
     batched,
     prepare_rows,
@@ -52,10 +53,11 @@ class ScoringCore:
     """Both scorers, their lanes and the run's options; see the module docstring."""
 
     def __init__(self, clip: ClipScorer, inception: InceptionScorer, lanes: ModelLanes, runtime: RuntimeOptions,
-                 product: ProductOptions | None = None):
+                 product: ProductOptions | None = None, fetch_pool: FetchPool | None = None):
         self.clip, self.inception, self.lanes = clip, inception, lanes
         self.runtime = runtime
         self.product = product
+        self.fetch_pool = fetch_pool  # None: each prepare() call has threads and sessions of its own
 
     @classmethod
     @contextlib.contextmanager
@@ -68,8 +70,10 @@ class ScoringCore:
         cache = open_cache(runtime.fetch.cache_dir)
         clip = ClipScorer.load(model_name, model_dir, device, runtime.precision, cache)
         inception = InceptionScorer.load(weights, device, runtime.precision, cache, keep_pool)
-        with ModelLanes(device) as lanes:
-            yield cls(clip, inception, lanes, runtime, product)
+        # One fetch pool for the core's life: the service and stream workers call prepare() once
+        # a batch, and keep-alive connections to the image hosts then outlive the batch.
+        with ModelLanes(device) as lanes, FetchPool(runtime.fetch, runtime.workers) as fetch_pool:
+            yield cls(clip, inception, lanes, runtime, product, fetch_pool)
 
     def checker(self, base_dir: Path | None) -> ProductChecker | None:
         """The product check for rows whose relative paths are read from `base_dir`, when enabled."""
@@ -80,7 +84,7 @@ class ScoringCore:
         """Rows fetched, decoded and transformed in worker threads, two batches ahead, in order;
         each model starts loading in its lane when the first row that needs it goes by."""
         prepared = prepare_rows(rows, image_col, [self.clip, self.inception], self.runtime.fetch, self.runtime.workers,
-                                base_dir, ahead=2 * self.runtime.batch_size, extra=checker)
+                                base_dir, ahead=2 * self.runtime.batch_size, extra=checker, pool=self.fetch_pool)
         return warm_up_when_needed(prepared, [partial(self.lanes.warm_up, self.clip.model.get),
                                               partial(self.lanes.warm_up, self.inception.model.get)])
 

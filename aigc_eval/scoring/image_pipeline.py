@@ -9,6 +9,7 @@ bounded window of prepared images is held at a time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVa
 import numpy as np
 import torch
 import torch.nn.functional as F
+import requests
 from PIL import Image
 
 from aigc_eval.io.image_fetch import (
@@ -102,6 +104,44 @@ class PreparedRow:
         return not self.error
 
 
+class FetchPool:
+    """Fetch threads with one HTTP session each (its keep-alive connections), for prepare_rows.
+
+    A long-lived caller (the HTTP service, a stream worker) keeps one across batches, so images
+    and cut-outs from the same host reuse connections instead of paying a TCP and TLS handshake
+    in every batch. Closing it stops the threads and closes the sessions."""
+
+    def __init__(self, config: FetchConfig, workers: int):
+        self.config, self.workers = config, max(1, workers)
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fetch")
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def session(self) -> requests.Session:
+        """The calling fetch thread's session, created on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = new_session(self.config)
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        """Wait for running fetches, drop queued ones, close every session."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def __enter__(self) -> "FetchPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def prepare_rows(
     rows: Iterable[dict[str, str]],
     image_col: str,
@@ -111,8 +151,12 @@ def prepare_rows(
     base_dir: Path | None = None,
     ahead: int = 0,
     extra: RowCheck | None = None,
+    pool: FetchPool | None = None,
 ) -> Iterator[PreparedRow]:
     """Yield a PreparedRow for every row, in order; image failures become `error` text.
+
+    The work runs in `pool` (kept by the caller, its sessions reused across calls; fetched with
+    the pool's FetchConfig) or, without one, in a pool of `workers` threads for this call.
 
     `extra`, when given, runs in the worker thread on every decoded image (the product check):
     its result goes to `PreparedRow.extra`, and images are then decoded down to no less than
@@ -123,21 +167,30 @@ def prepare_rows(
     max(`ahead`, 8 per worker) rows are prepared or in preparation beyond those yielded:
     two batches' worth keeps the workers busy while a model loads.
     """
-    local = threading.local()
     decode_size = max([stage.input_size for stage in stages] + [extra.decode_size if extra else 0])
 
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(FetchPool(config, workers))
+        yield from _prepare_in(pool, rows, image_col, stages, base_dir, decode_size,
+                               max(pool.workers * 8, ahead), extra)
+
+
+def _prepare_in(pool: FetchPool, rows: Iterable[dict[str, str]], image_col: str, stages: Sequence[Stage],
+                base_dir: Path | None, decode_size: int, window: int, extra: RowCheck | None) -> Iterator[PreparedRow]:
+    config = pool.config
+
     def prepare(row: dict[str, str]) -> PreparedRow:
-        if not hasattr(local, "session"):
-            local.session = new_session(config)
+        session = pool.session()
         try:
-            data, digest = fetch_image_with_digest(row.get(image_col, ""), config, local.session, base_dir)
+            data, digest = fetch_image_with_digest(row.get(image_col, ""), config, session, base_dir)
             cached = [stage.cached_features(digest) for stage in stages]
             inputs: list[torch.Tensor | None] = [None] * len(stages)
             checked: dict[str, object] = {}
             if any(c is None for c in cached) or extra is not None:
                 image = decode_image(data, config.max_pixels, decode_size)
                 inputs = [stage.transform(image) if c is None else None for stage, c in zip(stages, cached)]
-                checked = extra(row, image, data, local.session) if extra is not None else {}
+                checked = extra(row, image, data, session) if extra is not None else {}
             return PreparedRow(row, digest, inputs, cached, extra=checked)
         except ImageError as exc:
             return _failed(row, str(exc))
@@ -147,15 +200,17 @@ def prepare_rows(
     def _failed(row: dict[str, str], reason: str) -> PreparedRow:
         return PreparedRow(row, error=reason, extra=extra.failed(reason) if extra is not None else {})
 
-    window = max(max(1, workers) * 8, ahead)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
-        pending: deque[Future[PreparedRow]] = deque()
+    pending: deque[Future[PreparedRow]] = deque()
+    try:
         for row in rows:
-            pending.append(pool.submit(prepare, row))
+            pending.append(pool.executor.submit(prepare, row))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # closed early (a stopped caller): what has not started is not needed
+        for future in pending:
+            future.cancel()
 
 
 def warm_up_when_needed(items: Iterable[PreparedRow], warm_ups: Sequence[Callable[[], object]]) -> Iterator[PreparedRow]:
