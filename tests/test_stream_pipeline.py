@@ -17,8 +17,9 @@ import pytest
 
 from aigc_eval import columns as col
 from aigc_eval.collection.messages import FieldMapping
+from aigc_eval.io.append_log import DeadLetterLog
 from aigc_eval.scoring.image_pipeline import PreparedRow
-from aigc_eval.stream.shards import SHARD_COLUMNS, JsonLinesLog, ShardPaths, ShardStore, read_shard
+from aigc_eval.stream.shards import SHARD_COLUMNS, ShardPaths, ShardStore, read_shard
 from aigc_eval.stream.worker import StreamWorker
 
 
@@ -72,7 +73,7 @@ def message(i: int) -> nsq.Message:
 def worker(tmp_path):
     paths = ShardPaths(tmp_path, "w")
     store = ShardStore(paths)
-    dead_log, _ = JsonLinesLog.open(paths.dead_letter, col.KEY_DL_MESSAGE_ID)
+    dead_log, _ = DeadLetterLog.open(paths.dead_letter, col.KEY_DL_MESSAGE_ID)
     scorer = FakeScorer()
     worker = StreamWorker(store, dead_log, set(), scorer, mapping=FieldMapping(), max_in_flight=8, max_tries=5,
                           max_messages=None, batch_size=2, requeue_delay=0)

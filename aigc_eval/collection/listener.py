@@ -145,6 +145,35 @@ class _ConnectFailureFilter(logging.Filter):
         return True
 
 
+@contextlib.contextmanager
+def connect_failures_in_one_line() -> Iterator[None]:
+    """While the block runs, a refused nsqd connection logs one line instead of tornado's traceback."""
+    connect_filter = _ConnectFailureFilter()
+    logging.getLogger("tornado.application").addFilter(connect_filter)
+    try:
+        yield
+    finally:
+        logging.getLogger("tornado.application").removeFilter(connect_filter)
+
+
+async def close_quietly(close: Callable[[], None], role: str) -> None:
+    """Run pynsq's `close` for a reader or writer (`role`) and let the loop turn a few times.
+
+    pynsq reports the reads it had pending on a stream it closes itself as errors ("failed to
+    unpack size") and plans a reconnect; neither means anything now, so they are muted."""
+    quieted = [logging.getLogger(name) for name in ("nsq.client", f"nsq.{role}", "nsq.conn")]
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        close()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
+
+
 async def _close_cleanly(reader: CollectingReader) -> None:
     """CLS every connection and wait for CLOSE_WAIT, so the FINs before it have reached nsqd."""
     reader.stopping = True
@@ -164,19 +193,7 @@ async def _close_cleanly(reader: CollectingReader) -> None:
             continue
     if waiters:
         await asyncio.wait(waiters, timeout=CLOSE_WAIT_LIMIT)
-    # pynsq reports the reads it had pending on a stream it closes itself as errors
-    # ("failed to unpack size") and plans a reconnect; neither means anything now.
-    quieted = [logging.getLogger(name) for name in ("nsq.client", "nsq.reader", "nsq.conn")]
-    levels = [logger.level for logger in quieted]
-    for logger in quieted:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        reader.close()
-        for _ in range(3):
-            await asyncio.sleep(0)
-    finally:
-        for logger, level in zip(quieted, levels):
-            logger.setLevel(level)
+    await close_quietly(reader.close, "reader")
 
 
 async def _watch(collector: Collector, options: ListenerOptions) -> None:
@@ -251,12 +268,10 @@ def collect_from_nsq(options: ListenerOptions, handle_signals: bool = True) -> L
         collector = Collector(csv_log, dead_log, set(csv_ids) | set(dead_ids), mapping=options.mapping,
                               max_in_flight=options.max_in_flight, max_tries=options.max_tries, max_messages=options.max_messages,
                               extra=options.extra, done_rows=done_rows)
-        connect_filter = _ConnectFailureFilter()
-        logging.getLogger("tornado.application").addFilter(connect_filter)
         try:
-            asyncio.run(_listen(options, collector, handle_signals))
+            with connect_failures_in_one_line():
+                asyncio.run(_listen(options, collector, handle_signals))
         finally:
-            logging.getLogger("tornado.application").removeFilter(connect_filter)
             csv_log.close()
             dead_log.close()
     log.info("stopped (%s): %s", collector.stats.stop_reason, collector.stats.line())

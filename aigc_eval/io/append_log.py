@@ -88,6 +88,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _append_or_cut_back(fd: int, path: Path, size: int, data: bytes, fsync: bool = True) -> int:
+    """Append `data` at `size` (with an fsync) and return the new size. On an OSError the file is
+    cut back to `size` and the error re-raised; OutputBroken when the cut itself fails: the file
+    may then end in a torn record, which the next start repairs, so the caller must stop appending."""
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as cut:
+            raise OutputBroken(cut.errno, f"could not cut back after a failed write ({cut.strerror})", str(path)) from cut
+        raise
+    return size + len(data)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -200,23 +218,19 @@ class CsvAppendLog:
         Raises OutputBroken when the cut itself fails: the file may then end in a torn
         record, which the next start repairs, so the caller must stop appending.
         """
-        data = self.encode_rows(rows, self.fieldnames)
-        try:
-            _write_all(self._fd, data)
-            os.fsync(self._fd)
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self.size)
-                os.fsync(self._fd)
-            except OSError as cut:
-                raise OutputBroken(cut.errno, f"could not cut back after a failed write ({cut.strerror})", str(self.path)) from cut
-            raise
-        self.size += len(data)
+        self.size = _append_or_cut_back(self._fd, self.path, self.size, self.encode_rows(rows, self.fieldnames))
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _json_line(record: dict[str, object]) -> bytes:
+    try:
+        return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate somewhere: \u escapes are still valid JSON
+        return json.dumps(record).encode("ascii") + b"\n"
 
 
 class DeadLetterLog:
@@ -249,20 +263,13 @@ class DeadLetterLog:
 
     def append(self, record: dict[str, object]) -> None:
         """Append one record and fsync; on failure cut the file back and re-raise the OSError."""
-        try:
-            line = json.dumps(record, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate somewhere: \u escapes are still valid JSON
-            line = json.dumps(record).encode("ascii")
-        try:
-            _write_all(self._fd, line + b"\n")
-            os.fsync(self._fd)
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self.size)
-            except OSError as cut:
-                raise OutputBroken(cut.errno, f"could not cut back after a failed write ({cut.strerror})", str(self.path)) from cut
-            raise
-        self.size += len(line) + 1
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[dict[str, object]], fsync: bool = True) -> None:
+        """Append records with one write (and one fsync: group commit); on failure cut back and re-raise."""
+        data = b"".join(_json_line(record) for record in records)
+        if data:
+            self.size = _append_or_cut_back(self._fd, self.path, self.size, data, fsync)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -150,6 +150,9 @@ class ScoringService:
 
     def __init__(self, core: ScoringCore, settings: ServiceSettings, marginal: torch.Tensor | None):
         self.core, self.settings, self.marginal = core, settings, marginal
+        # One for the service's life: its bounded cache of prepared cut-outs (decoded, keypoints)
+        # then serves every request that names a cut-out seen before, not only its own batch.
+        self.checker = core.checker(None)
         self.num_classes = len(core.inception.categories)
         self.cleaning = CleaningOptions(settings.cleaning.enabled, settings.cleaning.rules_path,
                                         settings.cleaning.subjects_path, col.CATEGORY)
@@ -178,7 +181,7 @@ class ScoringService:
             core.clip.text_embeddings.clear()
         with_cutout = [i for i, row in enumerate(rows) if row[col.PRODUCT_IMAGE_URL]]
         without = [i for i, row in enumerate(rows) if not row[col.PRODUCT_IMAGE_URL]]
-        groups = [([rows[i] for i in with_cutout], core.checker(None)), ([rows[i] for i in without], None)]
+        groups = [([rows[i] for i in with_cutout], self.checker), ([rows[i] for i in without], None)]
         with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:  # both groups fetch at once
             futures = [pool.submit(lambda g: list(core.prepare(g[0], col.IMAGE_URL, None, g[1])), group)
                        for group in groups if group[0]]

@@ -15,7 +15,6 @@ does without a reference marginal: (clip_weight * clip_norm [+ product_weight * 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from typing import Callable, Sequence
 import nsq
 
 from aigc_eval import columns as col
+from aigc_eval.collection.listener import close_quietly
 from aigc_eval.decisions.rules import Thresholds, regenerate_reasons
 from aigc_eval.product import names as pn
 from aigc_eval.scoring.metrics import (
@@ -151,15 +151,8 @@ class Publisher:
     async def close(self) -> None:
         """Close the writer's connections; pynsq's complaints about reads it had pending and the
         reconnect it plans mean nothing now."""
-        quieted = [logging.getLogger(name) for name in ("nsq.client", "nsq.writer", "nsq.conn")]
-        levels = [logger.level for logger in quieted]
-        for logger in quieted:
-            logger.setLevel(logging.CRITICAL)
-        try:
+        def close_all() -> None:
             for conn in list(self.writer.conns.values()):
                 conn.close()
-            for _ in range(3):
-                await asyncio.sleep(0)
-        finally:
-            for logger, level in zip(quieted, levels):
-                logger.setLevel(level)
+
+        await close_quietly(close_all, "writer")

@@ -10,7 +10,6 @@ batches being scored are written and FINished, results are given a moment to be 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,15 +20,15 @@ from aigc_eval.collection.listener import (
     CollectingReader,
     ListenerOptions,
     _close_cleanly,
-    _ConnectFailureFilter,
+    connect_failures_in_one_line,
     stop_on_signals,
 )
-from aigc_eval.io.append_log import OutputLock
+from aigc_eval.io.append_log import DeadLetterLog, OutputLock
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.stream.publish import Publisher, ResultSettings
 from aigc_eval.stream.scoring import BatchScorer
-from aigc_eval.stream.shards import JsonLinesLog, ShardPaths, ShardStore
+from aigc_eval.stream.shards import ShardPaths, ShardStore
 from aigc_eval.stream.worker import StreamStats, StreamWorker
 
 PUBLISH_DRAIN_LIMIT = 3.0  # on stopping, seconds to wait for nsqd to acknowledge results in transit
@@ -150,7 +149,7 @@ def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamSta
     s = options.scoring
     with OutputLock(options.paths.shard):
         store = ShardStore(options.paths)
-        dead_log, dead_ids = JsonLinesLog.open(options.nsq.dead_letter, col.KEY_DL_MESSAGE_ID)
+        dead_log, dead_ids = DeadLetterLog.open(options.nsq.dead_letter, col.KEY_DL_MESSAGE_ID)
         try:
             log.info("%s: %d images from %d messages already there; %d dead letters", options.paths.shard,
                      len(store.rows), len(store.done_message_ids()), len(dead_ids))
@@ -165,12 +164,10 @@ def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamSta
                                       mapping=options.nsq.mapping, max_in_flight=options.nsq.max_in_flight,
                                       max_tries=options.nsq.max_tries, max_messages=options.nsq.max_messages,
                                       batch_size=s.runtime.batch_size, requeue_delay=options.nsq.requeue_delay)
-                connect_filter = _ConnectFailureFilter()
-                logging.getLogger("tornado.application").addFilter(connect_filter)
                 try:
-                    asyncio.run(_serve(options, worker, store, handle_signals))
+                    with connect_failures_in_one_line():
+                        asyncio.run(_serve(options, worker, store, handle_signals))
                 finally:
-                    logging.getLogger("tornado.application").removeFilter(connect_filter)
                     worker.close()
         finally:
             store.close()

@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,6 @@ from aigc_eval import columns as col
 from aigc_eval.io.append_log import (
     CsvAppendLog,
     DeadLetterLog,
-    OutputBroken,
-    _write_all,
     scan_csv_log,
 )
 from aigc_eval.io.csv_io import InputError, restore_cell
@@ -101,35 +98,14 @@ def decode_logits(text: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32))
 
 
-class JsonLinesLog(DeadLetterLog):
-    """The dead-letter file's JSON lines, with many records per write (group commit)."""
-
-    def append_many(self, records: Sequence[dict[str, object]], fsync: bool = True) -> None:
-        """Append records with one write (and one fsync); on failure cut back and re-raise."""
-        data = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
-        if not data:
-            return
-        try:
-            _write_all(self._fd, data)
-            if fsync:
-                os.fsync(self._fd)
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self.size)
-            except OSError as cut:
-                raise OutputBroken(cut.errno, f"could not cut back after a failed write ({cut.strerror})", str(self.path)) from cut
-            raise
-        self.size += len(data)
-
-
 class ShardStore:
     """One worker's shard, logits sidecar and published marks, opened (and repaired) together."""
 
     def __init__(self, paths: ShardPaths):
         self.paths = paths
         self.csv_log, _ = CsvAppendLog.open(paths.shard, SHARD_COLUMNS, col.NSQ_MESSAGE_ID)
-        self.logits_log, _ = JsonLinesLog.open(paths.logits, col.KEY_STREAM_ID)
-        self.marks_log, published = JsonLinesLog.open(paths.published, col.KEY_STREAM_ID)
+        self.logits_log, _ = DeadLetterLog.open(paths.logits, col.KEY_STREAM_ID)
+        self.marks_log, published = DeadLetterLog.open(paths.published, col.KEY_STREAM_ID)
         self.rows = read_shard(paths.shard)  # repaired above: every row is complete
         self.published = set(published)
 
