@@ -59,6 +59,7 @@ SUM_REGENERATE = "regenerate_count"
 SUM_CLIP_WEIGHT = "clip_weight"
 SUM_IS_WEIGHT = "is_weight"
 SUM_WARNINGS = "warnings"
+SUM_WEIGHTS = "weights"  # every weighted metric's weight in the total, by metric name
 SUM_PRODUCT_WEIGHT = "product_weight"  # with product checks only
 SUM_PRODUCT_MEAN = "product_score_mean"
 SUM_PRODUCT_ISSUES = "product_issue_count"

@@ -25,6 +25,7 @@ from aigc_eval.cli.support import (
     EXIT_OK,
     add_cleaning_arguments,
     add_decision_arguments,
+    decision_flags_from,
     add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
@@ -33,9 +34,6 @@ from aigc_eval.cli.support import (
     run_cli,
     runtime_options_from,
     setup_logging,
-)
-from aigc_eval.decisions.rules import (
-    Thresholds,
 )
 
 TOKEN_ENV = "AIGC_EVAL_TOKEN"
@@ -81,15 +79,18 @@ def settings_from(args: argparse.Namespace):
         ServiceSettings,  # torch loads here, after --help
     )
 
+    from aigc_eval.metrics.registry import parse_metric_names
+
     if not 0 < args.clip_ceiling <= 1:
         raise ValueError(f"--clip-ceiling must be in (0, 1], got {args.clip_ceiling}")
+    weights, thresholds = decision_flags_from(args)
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1..65535, got {args.port}")
     return ServiceSettings(
         model_name=args.model, model_dir=args.model_dir, weights=args.weights, runtime=runtime_options_from(args),
         product=product_options_from(args), cleaning=cleaning_options_from(args),
-        thresholds=Thresholds(args.min_clip, args.min_confidence), clip_weight=args.clip_weight,
-        is_weight=args.is_weight, product_weight=args.product_weight, clip_ceiling=args.clip_ceiling,
+        metrics=tuple(parse_metric_names(args.metrics)) if args.metrics else None, metric_weights=weights,
+        thresholds=thresholds, clip_ceiling=args.clip_ceiling,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, deadline_s=args.deadline_s,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=args.token or None,
         reference_marginal=args.reference_marginal, allow_private_urls=args.allow_private_urls)

@@ -18,7 +18,6 @@ import numpy as np
 from scipy import stats
 
 from aigc_eval import columns as col
-from aigc_eval.decisions.merge import parse_score
 from aigc_eval.io.csv_io import InputError, read_rows
 
 COMPARED_METRICS = (col.CLIP_SCORE, col.TOTAL_SCORE, col.TOP1_CONFIDENCE, col.KL)
@@ -26,6 +25,18 @@ COMPARE_COLUMNS = ["metric", "pairing", "n_a", "n_b", "mean_a", "mean_b", "diffe
                    "t_test_p", "rank_test_p"]
 MIN_SHARED_IDS = 2
 
+
+
+def parse_score(row: dict[str, str], key: str, id_col: str, path: Path) -> float:
+    """The finite number in row[key]; InputError naming the file, the row and the value otherwise."""
+    text = row.get(key, "")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {key} is not a finite number ({text!r})")
+    return value
 
 def _scores(rows: list[dict[str, str]], metric: str, id_col: str, path: Path) -> dict[str, float]:
     scores: dict[str, float] = {}
