@@ -109,7 +109,7 @@ def read_results(paths: Mapping[str, Path], metrics: Mapping[str, Metric], *, id
     lead = {id_col, prompt_col, image_col, col.STATUS, col.ERROR}
     known = lead | {c for m in metrics.values() for c in m.column_names()} | {col.PROMPT_TOKENS, col.TOP1_CLASS}
     extra = [n for p in ordered for n in files[p][0] if n not in known]
-    return RunResults(dict(metrics), rows, results, list(dict.fromkeys(extra)), summaries,
+    return RunResults({name: m for name, m in metrics.items() if name in paths}, rows, results, list(dict.fromkeys(extra)), summaries,
                       {name: path.name for name, path in paths.items()})
 
 

@@ -12,7 +12,7 @@ from aigc_eval.decisions.compare_distribution import (
     compare_run_images,
     format_run_distance,
 )
-from aigc_eval.decisions.merge import RunResults, total_columns, total_rows
+from aigc_eval.decisions.merge import RunResults, read_results, total_columns, total_rows
 from aigc_eval.decisions.report import write_html_report
 from aigc_eval.decisions.report_distribution import (
     distribution_section,
@@ -28,7 +28,8 @@ from aigc_eval.decisions.rules import (
 from aigc_eval.io.csv_io import write_rows
 from aigc_eval.io.image_fetch import FetchConfig
 from aigc_eval.metrics.base import Metric
-from aigc_eval.metrics.decide import DecisionSettings
+from aigc_eval.metrics.decide import DecisionSettings, check_weights_usable, decision_settings
+from aigc_eval.metrics.registry import metric_templates
 
 CATEGORY_COLUMNS = [col.CAT_CATEGORY, col.CAT_COUNT, col.CAT_SHARE, col.CAT_CLIP_MEAN, col.CAT_CLIP_STD,
                     col.CAT_TOTAL_MEAN, col.CAT_TOTAL_STD, col.CAT_IS, col.CAT_IS_IMAGES, col.CAT_REGENERATE]
@@ -83,6 +84,20 @@ def decide_and_write(
                           prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch,
                           sections=sections, css=css)
     return summary
+
+
+def decide_files(paths: dict[str, Path], output_path: Path, *, metrics: dict[str, Metric] | None = None,
+                 weights: dict[str, float] | None = None, thresholds: dict[str, str] | None = None,
+                 **options: object) -> dict[str, object]:
+    """The article's merge: the written results in `paths` (metric name -> its result CSV), decided
+    with the default metrics' declarations (or `metrics`) and `weights` / `thresholds` over their
+    defaults, written as decide_and_write writes them (`options` are its keyword arguments)."""
+    metrics = metrics or metric_templates(list(paths))
+    settings = decision_settings(metrics, weights, thresholds)
+    columns = {k: options[k] for k in ("id_col", "prompt_col", "image_col") if k in options}
+    run = read_results({n: p for n, p in paths.items() if n in metrics}, metrics, **columns)  # type: ignore[arg-type]
+    check_weights_usable(run.metrics, settings)
+    return decide_and_write(run, settings, output_path, **options)  # type: ignore[arg-type]
 
 
 def run_compare(path_a: Path, path_b: Path, output_path: Path, id_col: str, image_col: str = col.IMAGE_URL,

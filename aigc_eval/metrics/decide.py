@@ -46,7 +46,7 @@ def decision_settings(metrics: Mapping[str, Metric], weights: Mapping[str, float
     for name, metric in metrics.items():
         value = weights.get(name, metric.term.default_weight if metric.term else 0.0)
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"--weight {name}={value}: weights must be finite and not negative")
+            raise ValueError(f"--weight {name}={value}: weights must not be negative (nor infinite)")
         resolved_weights[name] = float(value)
     resolved: dict[str, float | None] = {}
     for key, rule in rules.items():

@@ -15,6 +15,9 @@ from aigc_eval import log
 from aigc_eval.decisions.merge import RunResults
 from aigc_eval.io.csv_io import AtomicCsvWriter, read_rows
 from aigc_eval.metrics.base import Metric, MetricResult
+from aigc_eval.metrics.registry import create_metrics
+from aigc_eval.metrics.setup import MetricSetup
+from aigc_eval.product.stage import ProductOptions
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.fid_features import DEFAULT_FID_FEATURES, open_fid_extractor
 from aigc_eval.scoring.result_files import (
@@ -111,3 +114,23 @@ def score_both(
     extra = [name for name in header if name not in lead]
     labels = {name: Path(outputs.get(name, metric.result_file or name)).name for name, metric in metrics.items()}
     return RunResults(metrics, rows, results, [col.RAW_PROMPT, *extra], summaries, labels)
+
+
+def score_csv(
+    input_path: Path, clip_output: Path, is_output: Path, *, id_col: str, prompt_col: str, image_col: str,
+    model_name: str, model_dir: Path | None, weights: Path | None, splits: int, cleaning: CleaningOptions,
+    runtime: RuntimeOptions, product: ProductOptions | None = None, product_output: Path | None = None,
+    reference: Path | None = None, distribution_output: Path | None = None, save_features_dir: Path | None = None,
+    fid_features: str = DEFAULT_FID_FEATURES, fid_weights: Path | None = None,
+) -> RunResults:
+    """score_both with CLIP and Inception, and with `product` options and a `product_output` the
+    product check and the CLIP-space product similarity, built from these options."""
+    setup = MetricSetup(runtime=runtime, model_name=model_name, model_dir=model_dir, weights=weights,
+                        keep_pool=reference is not None, splits=splits, category_col=cleaning.category_col,
+                        **({"product": product} if product is not None else {}))
+    with_product = product is not None and product_output is not None
+    metrics = create_metrics(["clip", "inception", *(PRODUCT_METRICS if with_product else ())], setup)
+    outputs = {"clip": clip_output, "inception": is_output, **({"product": product_output} if with_product else {})}
+    return score_both(input_path, metrics, outputs, id_col=id_col, prompt_col=prompt_col, image_col=image_col,  # type: ignore[arg-type]
+                      cleaning=cleaning, runtime=runtime, reference=reference, distribution_output=distribution_output,
+                      save_features_dir=save_features_dir, fid_features=fid_features, fid_weights=fid_weights)

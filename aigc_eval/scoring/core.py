@@ -104,6 +104,22 @@ class ScoringCore:
         with ModelLanes(resolve_device(runtime.device)) as lanes, FetchPool(runtime.fetch, runtime.workers) as pool:
             yield cls(metrics, lanes, runtime, pool)
 
+    @classmethod
+    @contextlib.contextmanager
+    def with_models(cls, *, model_name: str, model_dir: Path | None, weights: Path | None, runtime: RuntimeOptions,
+                    product: Any = None, keep_pool: bool = False,
+                    names: Sequence[str] = ("clip", "inception")) -> Iterator["ScoringCore"]:
+        """open() on the metrics `names` (with the product check and the CLIP-space product
+        similarity when `product` options are given), built from these options."""
+        from aigc_eval.metrics.registry import create_metrics
+        from aigc_eval.metrics.setup import MetricSetup
+
+        setup = MetricSetup(runtime=runtime, model_name=model_name, model_dir=model_dir, weights=weights,
+                            keep_pool=keep_pool, **({"product": product} if product is not None else {}))
+        chosen = list(names) + (["product", "product_clip"] if product is not None else [])
+        with cls.open(create_metrics(chosen, setup), runtime) as core:
+            yield core
+
     @property
     def clip(self) -> Any:
         """The CLIP scorer (ClipScorer), when CLIP is in the run."""
@@ -142,7 +158,9 @@ class ScoringCore:
             finishes[name] = metric.submit(batch, BatchContext(prompt_col, self.lanes, slot, dict(finishes)))
 
         def finish() -> list[ScoredRow]:
-            done = {name: f() for name, f in finishes.items()}
+            # Last submitted first: Inception's logits reach the score cache before CLIP's embeddings,
+            # so a killed run never has CLIP results recorded that Inception lacks.
+            done = {name: finishes[name]() for name in reversed(finishes)}
             return [ScoredRow(item.row, {name: results[i] for name, results in done.items() if results[i] is not None},
                               item.error) for i, item in enumerate(batch)]
 

@@ -74,7 +74,7 @@ def shard_results(row: dict[str, str], metrics: dict[str, Metric]) -> dict[str, 
     """The metrics' results of one shard row, each parsed by its metric: CLIP's status is the
     row's, Inception's ok unless the image failed, the product check's its own columns'."""
     image_error = row.get(col.IMAGE_ERROR, "")
-    sources = {"clip": (row.get(col.STATUS, ""), row.get(col.ERROR, "")),
+    sources = {"clip": (col.STATUS_ERROR, image_error) if image_error else (row.get(col.STATUS, ""), row.get(col.ERROR, "")),
                "inception": (col.STATUS_ERROR, image_error) if image_error else (col.STATUS_OK, ""),
                "product": (row.get(col.PRODUCT_STATUS, ""), row.get(col.PRODUCT_ERROR, ""))}
     return {name: metric.from_text(row, *sources[name]) for name, metric in metrics.items()
