@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -130,10 +130,13 @@ class ScoringCore:
         """The Inception scorer (InceptionScorer), when Inception is in the run."""
         return self.metrics["inception"].scorer if "inception" in self.metrics else None  # type: ignore[attr-defined]
 
-    def row_checks(self, base_dir: Path | None) -> RowChecks | None:
-        """The metrics' checks on decoded images, relative paths read from `base_dir`."""
+    def row_checks(self, base_dir: Path | None, without: Collection[str] = ()) -> RowChecks | None:
+        """The metrics' checks on decoded images (but those of the metrics `without`), relative
+        paths read from `base_dir`."""
         checks = {}
         for name, metric in self.metrics.items():
+            if name in without:
+                continue
             checker = getattr(metric, "checker", None)
             check = checker(base_dir) if checker is not None else metric.row_check
             if check is not None:
@@ -141,13 +144,13 @@ class ScoringCore:
         return RowChecks(checks) if checks else None
 
     def prepare(self, rows: Iterable[dict[str, str]], image_col: str, base_dir: Path | None = None,
-                checks: bool = True) -> Iterator[PreparedRow]:
+                checks: bool = True, without: Collection[str] = ()) -> Iterator[PreparedRow]:
         """Rows fetched, decoded and transformed in worker threads, two batches ahead, in order
-        (with the row checks unless `checks` is False); each model starts loading in its lane when
-        the first row that needs it goes by."""
+        (with the row checks, unless `checks` is False or the metric is in `without`); each model
+        starts loading in its lane when the first row that needs it goes by."""
         prepared = prepare_rows(rows, image_col, [m.stage for m in self.staged], self.runtime.fetch,
                                 self.runtime.workers, base_dir, ahead=2 * self.runtime.batch_size,
-                                extra=self.row_checks(base_dir) if checks else None, pool=self.fetch_pool)
+                                extra=self.row_checks(base_dir, without) if checks else None, pool=self.fetch_pool)
         return warm_up_when_needed(prepared, [partial(self.lanes.warm_up, m.warm_up()[0]) for m in self.staged])
 
     def submit(self, batch: Sequence[PreparedRow], prompt_col: str) -> Callable[[], list[ScoredRow]]:

@@ -31,6 +31,7 @@ from aigc_eval.product.stage import ProductOptions
 from aigc_eval.scoring.core import ScoredRow, ScoringCore
 from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
+from aigc_eval.scoring.result_files import PRODUCT_METRICS
 from aigc_eval.scoring.runtime import RuntimeOptions
 from aigc_eval.service.schemas import (
     IS_TERM_OMITTED,
@@ -177,16 +178,16 @@ class ScoringService:
         return clean_rows(rows, col.PROMPT, self.cleaning, col.RAW_PROMPT)
 
     def process(self, rows: list[dict[str, str]]) -> list[ItemResult]:
-        """Score one batch through the core: rows with a cut-out get the row checks (decoded at the
-        product check's size, as main.py --input does for inputs with the cut-out column), the others not."""
+        """Score one batch through the core: rows with a cut-out get the product check (decoded at
+        its size, as main.py --input does for inputs with the cut-out column), the others not."""
         core = self.core
         if core.clip is not None and len(core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
             core.clip.text_embeddings.clear()
         with_cutout = [i for i, row in enumerate(rows) if row[col.PRODUCT_IMAGE_URL]]
         without = [i for i, row in enumerate(rows) if not row[col.PRODUCT_IMAGE_URL]]
-        groups = [([rows[i] for i in with_cutout], True), ([rows[i] for i in without], False)]
+        groups = [([rows[i] for i in with_cutout], ()), ([rows[i] for i in without], PRODUCT_METRICS)]
         with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:  # both groups fetch at once
-            futures = [pool.submit(lambda g: list(core.prepare(g[0], col.IMAGE_URL, None, checks=g[1])), group)
+            futures = [pool.submit(lambda g: list(core.prepare(g[0], col.IMAGE_URL, None, without=g[1])), group)
                        for group in groups if group[0]]
             prepared = [item for future in futures for item in future.result()]
         order = with_cutout + without
