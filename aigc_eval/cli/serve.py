@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from aigc_eval import exit_codes
 from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     EXIT_NO_WEIGHTS,
@@ -37,8 +38,7 @@ from aigc_eval.cli.support import (
 )
 
 TOKEN_ENV = "AIGC_EVAL_TOKEN"
-EXIT_CODES = ("exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or an unusable file; "
-              "3 model weights missing or unreadable; 4 the address could not be bound")
+EXIT_CODES = exit_codes.help_line("serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.bind((args.host, args.port))
         except OSError as exc:
             print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-            return 4
+            return exit_codes.SERVE_BIND
         # uvicorn's own access log is off: AccessLog writes one line per request through `aigc_eval`.
         server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=None))

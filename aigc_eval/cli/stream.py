@@ -24,6 +24,7 @@ import socket
 from pathlib import Path
 from typing import Sequence
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval.cli.listen import add_nsq_arguments, run_nsq_loop
 from aigc_eval.cli.product import add_product_arguments, product_options_from
@@ -46,12 +47,7 @@ from aigc_eval.collection.listener import (
 )
 from aigc_eval.collection.messages import load_mapping
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 stopped as asked (signal, --max-messages, --idle-timeout); 1 stopped as asked, some "
-    "messages went to the dead-letter file; 2 bad arguments or an unusable shard/mapping file; 3 model "
-    "weights missing; 4 another worker of this name holds the shard's lock; 5 a failed write could not be "
-    "undone (restart repairs the shard); 6 never reached nsqd before --idle-timeout"
-)
+EXIT_CODES_HELP = exit_codes.help_line("stream")
 
 
 IN_FLIGHT_PER_BATCH = 2  # default --max-in-flight per --batch-size image

@@ -13,20 +13,17 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_eval import columns as col
+from aigc_eval import exit_codes
 from aigc_eval.io.csv_io import InputError
 from aigc_eval.io.image_fetch import FetchConfig, default_cache_dir
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.scoring.runtime import RuntimeOptions
 
-EXIT_OK = 0
-EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
-EXIT_USAGE = 2  # bad arguments or unusable input; nothing was written
-EXIT_NO_WEIGHTS = 3  # model weights could not be found or downloaded
-
-EXIT_CODES_HELP = (
-    "exit codes: 0 all rows scored; 1 finished, some rows have status=error; "
-    "2 bad arguments or input (nothing written); 3 model weights missing"
-)
+EXIT_OK = exit_codes.OK
+EXIT_ROW_ERRORS = exit_codes.ROW_ERRORS
+EXIT_USAGE = exit_codes.USAGE
+EXIT_NO_WEIGHTS = exit_codes.NO_WEIGHTS
+EXIT_CODES_HELP = exit_codes.help_line("scoring")
 
 
 
