@@ -19,6 +19,7 @@ from scipy import stats
 
 from aigc_eval import columns as col
 from aigc_eval.io.csv_io import InputError, read_rows
+from aigc_eval.metrics.base import Column, parse_value
 
 COMPARED_METRICS = (col.CLIP_SCORE, col.TOTAL_SCORE, col.TOP1_CONFIDENCE, col.KL)
 COMPARE_COLUMNS = ["metric", "pairing", "n_a", "n_b", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
@@ -29,14 +30,11 @@ MIN_SHARED_IDS = 2
 
 def parse_score(row: dict[str, str], key: str, id_col: str, path: Path) -> float:
     """The finite number in row[key]; InputError naming the file, the row and the value otherwise."""
-    text = row.get(key, "")
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {key} is not a finite number ({text!r})")
-    return value
+        return float(parse_value(Column(key, "", "s"), row.get(key, "")))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {exc}") from None
+
 
 def _scores(rows: list[dict[str, str]], metric: str, id_col: str, path: Path) -> dict[str, float]:
     scores: dict[str, float] = {}
