@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,10 @@ from aigc_eval.metrics.setup import MetricSetup
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory) -> Path:
     """The example plugin installed (pip, no network, no build isolation) into a folder of its own."""
-    target = tmp_path_factory.mktemp("plugin-site")
+    target, source = tmp_path_factory.mktemp("plugin-site"), tmp_path_factory.mktemp("plugin-src") / "plugin"
+    shutil.copytree(ROOT / "docs" / "plugin_example", source)  # the build leaves files beside the source
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-                    str(target), str(ROOT / "docs" / "plugin_example")], check=True, capture_output=True, timeout=300)
+                    str(target), str(source)], check=True, capture_output=True, timeout=300)
     assert list(target.glob("aigc_eval_colourfulness-*.dist-info"))
     return target
 
