@@ -114,3 +114,18 @@ def test_the_lightweight_set_decides_on_the_product_check_alone():
     assert (ok.status, ok.total, ok.regenerate) == ("ok", 0.25, ["product_cut_off"])
     failed = decide(metrics, {"product": MetricResult("error", "cut-out 404")}, settings)
     assert (failed.status, failed.error) == ("error", "product: cut-out 404")
+
+
+def test_serve_and_stream_take_the_same_decision_flags(clip_dir, inception_weights, tmp_path):
+    from aigc_eval.cli import serve, stream
+
+    common = ["--metrics", "clip,inception", "--weight", "clip=0.5", "--threshold", "clip.min=0.2", "--min-confidence",
+              "0.1", "--model", "RN50", "--model-dir", str(clip_dir), "--weights", str(inception_weights)]
+    settings = serve.settings_from(serve.build_parser().parse_args(common))
+    assert settings.metrics == ("clip", "inception") and settings.metric_weights == {"clip": 0.5}
+    assert settings.thresholds == {"clip.min": "0.2", "inception.min_confidence": "0.1"}
+    options = stream.options_from(stream.build_parser().parse_args([*common, "--output-dir", str(tmp_path)]))
+    assert options.results.decision.weights == {"clip": 0.5, "inception": 0.4}
+    assert options.results.decision.thresholds == {"clip.min": 0.2, "inception.min_confidence": 0.1}
+    with pytest.raises(ValueError, match="disagree"):
+        serve.settings_from(serve.build_parser().parse_args([*common, "--clip-weight", "0.7"]))
