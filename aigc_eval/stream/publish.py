@@ -72,13 +72,21 @@ def _integer(value: object) -> int | None:
 
 def shard_results(row: dict[str, str], metrics: dict[str, Metric]) -> dict[str, MetricResult]:
     """The metrics' results of one shard row, each parsed by its metric: CLIP's status is the
-    row's, Inception's ok unless the image failed, the product check's its own columns'."""
+    row's, Inception's ok unless the image failed, the product check's its own columns'. A cell
+    that does not parse makes that metric's result an error (a message is still published)."""
     image_error = row.get(col.IMAGE_ERROR, "")
     sources = {"clip": (col.STATUS_ERROR, image_error) if image_error else (row.get(col.STATUS, ""), row.get(col.ERROR, "")),
                "inception": (col.STATUS_ERROR, image_error) if image_error else (col.STATUS_OK, ""),
                "product": (row.get(col.PRODUCT_STATUS, ""), row.get(col.PRODUCT_ERROR, ""))}
-    return {name: metric.from_text(row, *sources[name]) for name, metric in metrics.items()
-            if name in sources and sources[name][0]}
+    results = {}
+    for name, metric in metrics.items():
+        if name not in sources or not sources[name][0]:
+            continue
+        try:
+            results[name] = metric.from_text(row, *sources[name])
+        except ValueError as exc:
+            results[name] = MetricResult(col.STATUS_ERROR, f"unreadable shard row: {exc}")
+    return results
 
 
 def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, object]:
