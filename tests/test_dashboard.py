@@ -196,3 +196,11 @@ def test_the_json_on_postgresql_equals_sql():
             assert bad.status_code == 422 and bad.json()["detail"]["field"] == "until"
     finally:
         server.close()
+
+
+def test_the_command_names_a_store_it_cannot_open(tmp_path, capsys):
+    from aigc_eval.cli import main as aigc_eval
+
+    assert aigc_eval(["dashboard", "--store", f"postgresql://x@/y?host={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the results store cannot be opened") and len(err.splitlines()) == 1

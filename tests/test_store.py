@@ -214,3 +214,12 @@ def test_three_writers_with_a_kill_lose_nothing_and_double_nothing(pg):
     assert set(ids) == {f"img-{i:05d}" for i in range(600)}
     assert scalar(url, "SELECT sum(n_rows) FROM score_daily") == 600
     aggregates_match_rows(url)
+
+
+def test_rows_the_store_cannot_key_are_skipped_not_raised(tmp_path, caplog):
+    url = str(tmp_path / "s.sqlite")
+    assert RunInfo.new_run_id() != RunInfo.new_run_id()
+    with Recorder.open(url, source="batch", run=RunInfo()) as recorder:
+        recorder.record([{col.TOTAL_SCORE: 0.5}, {col.ID: "kept", col.TOTAL_SCORE: 0.4}], [np.ones(3)])
+    assert scalar(url, "SELECT image_id FROM scores") == "kept"
+    assert "without embeddings" in caplog.text and "row skipped" in caplog.text

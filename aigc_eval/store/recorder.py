@@ -107,11 +107,16 @@ def write_batch(engine: Engine, run: RunInfo, source: str, rows: Sequence[Mappin
     """Upsert the run and the rows with their aggregates in one transaction; the number of rows."""
     now = datetime.now(timezone.utc)
     vectors = list(embeddings) if embeddings is not None else [None] * len(rows)
-    if len(vectors) != len(rows):
-        raise ValueError(f"record() got {len(rows)} rows but {len(vectors)} embeddings")
+    if len(vectors) != len(rows):  # a caller's slip must not cost the scores: keep them, drop the vectors
+        log.warning("record() got %d rows but %d embeddings; the batch is stored without embeddings", len(rows), len(vectors))
+        vectors = [None] * len(rows)
     batch: dict[str, dict[str, object]] = {}
     for row, vector in zip(rows, vectors):
-        stored = score_row(row, run.run_id, run.generator_version, now, vector)
+        try:
+            stored = score_row(row, run.run_id, run.generator_version, now, vector)
+        except ValueError as exc:
+            log.warning("results store: %s; row skipped", exc)
+            continue
         batch[stored["image_id"]] = stored  # the last copy of an id within a batch wins
     if not batch:
         return 0
