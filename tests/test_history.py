@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from aigc_eval import columns as col
 from aigc_eval.cli import main as aigc_eval
-from aigc_eval.io.image_fetch import ImageCache, content_digest
+from aigc_eval.io.image_fetch import content_digest
 from aigc_eval.product import names as pn
 from aigc_eval.scoring.score_cache import ScoreCache
 from aigc_eval.store import Recorder, RunInfo
@@ -101,7 +101,7 @@ def write_run(run_dir, n: int, cache_dir) -> list[np.ndarray]:
         if i < n - 1:
             cache.put_many("clip_image", "cn_clip:ViT-B-16:model-a", [(content_digest(image.read_bytes()), vector)])
         vectors.append(vector.numpy())
-        rows.append({col.ID: f"r{i}", col.PROMPT: "=cake" if i == 0 else "一个蛋糕", col.IMAGE_URL: image.name,
+        rows.append({col.ID: f"{100 + i}", col.PROMPT: "=cake" if i == 0 else "一个蛋糕", col.IMAGE_URL: image.name,
                      col.CATEGORY: "cake", col.STATUS: col.STATUS_OK, col.CLIP_SCORE: 0.3, col.TOTAL_SCORE: 0.5 + i / 10,
                      col.KL: 2.0, pn.PRODUCT_ISSUES: "", col.REGENERATE: ""})
     cache.close()
@@ -115,7 +115,6 @@ def write_run(run_dir, n: int, cache_dir) -> list[np.ndarray]:
 def test_import_old_runs_with_their_embeddings_once(tmp_path, capsys):
     cache_dir = tmp_path / "image-cache"
     vectors = write_run(tmp_path / "run1", 4, cache_dir)
-    ImageCache(cache_dir)  # the same folder the scoring stages use ($AIGC_EVAL_CACHE in the tests)
     url = str(tmp_path / "store.sqlite")
     for _ in range(2):
         assert aigc_eval(["history", "import", str(tmp_path / "run1"), "--store", url, "--generator-version", "v0"]) == 0
@@ -124,7 +123,7 @@ def test_import_old_runs_with_their_embeddings_once(tmp_path, capsys):
     with make_engine(url).connect() as conn:
         found = conn.execute(text("SELECT image_id, embedding, generator_version, metrics FROM scores ORDER BY image_id")).all()
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
-    assert [r[0] for r in found] == ["r0", "r1", "r2", "r3"]
+    assert [r[0] for r in found] == ["100", "101", "102", "103"]  # numeric-looking ids stay text
     for (image_id, blob, version, _), vector in zip(found[:3], vectors):
         assert version == "v0"
         np.testing.assert_array_equal(np.frombuffer(blob, dtype="<f2"), vector.astype(np.float16))

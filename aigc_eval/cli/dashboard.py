@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from aigc_eval.cli.support import flags, new_parser, run_cli
+from aigc_eval.cli.support import flags, new_parser, run_cli, setup_logging
 
 EXIT_CODES = "exit codes: 0 stopped; 2 bad arguments or a store that cannot be opened"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__, exit_codes=EXIT_CODES)
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     parser.add_argument("--store", default=None, help="SQLite path or postgresql:// URL (default: $AIGC_EVAL_STORE, else history.sqlite beside the score cache)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on")
@@ -47,4 +48,5 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
     return run_cli(lambda: run_dashboard(args))

@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-from aigc_eval.cli.support import flags, new_parser, run_cli
+from aigc_eval.cli.support import flags, new_parser, run_cli, setup_logging
 from aigc_eval.io.csv_io import InputError
 from aigc_eval.io.image_fetch import default_cache_dir
 
@@ -35,6 +35,7 @@ def days(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__, exit_codes=EXIT_CODES)
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(dest="command", required=True)
     store_help = "SQLite path or postgresql:// URL (default: $AIGC_EVAL_STORE, else history.sqlite beside the score cache)"
     up = commands.add_parser("upgrade", help="migrate the store to the latest schema")
@@ -128,4 +129,5 @@ def _safe(url: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
     return run_cli(lambda: run_history(args))

@@ -56,7 +56,8 @@ def find_embeddings(rows: list[dict[str, str]], run_dir: Path, cache_dir: Path |
     scores_path = cache_dir / "scores.sqlite" if cache_dir else None
     if scores_path is None or not scores_path.is_file():
         return [None] * len(rows)
-    digests = [_digest(row, run_dir, ImageCache(cache_dir)) for row in rows]
+    images = ImageCache(cache_dir)
+    digests = [_digest(row, run_dir, images) for row in rows]
     cache = ScoreCache(scores_path)
     try:
         found = cache.find(CLIP_KIND, [d for d in digests if d])
@@ -77,7 +78,7 @@ def import_run(run_dir: Path, url: str | None, cache_dir: Path | None, generator
     modified = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     rows = []
     for row in raw:
-        values = {k: typed(restore_cell(v or "")) for k, v in row.items() if k}
+        values = {k: typed(restore_cell(v or ""), k) for k, v in row.items() if k}
         values.setdefault(col.SCORED_AT, modified.isoformat())  # when the run wrote it, not now
         if not values.get(col.SCORED_AT):
             values[col.SCORED_AT] = modified.isoformat()

@@ -30,15 +30,23 @@ def number(value: object) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def typed(value: str) -> object:
-    """A CSV cell as the scoring stages produce it: "" -> None, numbers -> float, else the text."""
+# Text columns whose cells may look like numbers ("123", "1e5") and must stay text.
+TEXT_COLUMNS = {col.ID, col.CATEGORY, GENERATOR_VERSION, col.PROMPT, col.IMAGE_URL, col.STATUS, col.ERROR,
+                col.REGENERATE, pn.PRODUCT_ISSUES, col.SCORED_AT, col.TIMESTAMP, col.NSQ_MESSAGE_ID}
+
+
+def typed(value: str, column: str = "") -> object:
+    """A CSV cell as the scoring stages produce it: "" -> None, numbers -> float, else the text;
+    ids and the TEXT_COLUMNS stay text."""
     if value == "":
         return None
+    if column in TEXT_COLUMNS or column.endswith("_id"):
+        return value
     x = number(value)
     return x if x is not None else value
 
 
-def _json_value(value: object) -> object:
+def json_value(value: object) -> object:
     if isinstance(value, (bool, str)) or value is None:
         return value
     if isinstance(value, (int, float, np.floating, np.integer)):
@@ -104,7 +112,7 @@ def score_row(row: Mapping[str, object], run_id: str, run_version: str, now: dat
         "regenerate": _text(row.get(col.REGENERATE)),
         "image_url": _text(row.get(col.IMAGE_URL)) or None,
         "prompt": _text(row.get(col.PROMPT)) or None,
-        "metrics": {k: _json_value(v) for k, v in row.items() if k not in OWN_COLUMNS},
+        "metrics": {k: json_value(v) for k, v in row.items() if k not in OWN_COLUMNS},
         "embedding": embedding_bytes(embedding),
     }
 

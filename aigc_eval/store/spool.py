@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from aigc_eval.store.rows import _json_value, embedding_bytes
+from aigc_eval.store.rows import json_value, embedding_bytes
 
 
 def _append_line(path: Path, record: Mapping[str, object]) -> None:
@@ -41,7 +41,7 @@ def append(path: Path, run, source: str, rows: Sequence[Mapping[str, object]],
     """Append one batch to the spool."""
     vectors = list(embeddings) if embeddings is not None else [None] * len(rows)
     encoded = [None if (b := embedding_bytes(v)) is None else base64.b64encode(b).decode("ascii") for v in vectors]
-    rows_json = [{str(k): _json_value(v) for k, v in row.items()} for row in rows]
+    rows_json = [{str(k): json_value(v) for k, v in row.items()} for row in rows]
     _append_line(path, {"kind": "rows", "run": run.to_json(), "source": source, "rows": rows_json, "embeddings": encoded})
 
 
