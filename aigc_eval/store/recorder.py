@@ -122,7 +122,8 @@ def write_batch(engine: Engine, run: RunInfo, source: str, rows: Sequence[Mappin
         return 0
     values = list(batch.values())
     with engine.begin() as conn:
-        _upsert(conn, runs, [_run_row(run, source)], ["run_id"], ["ended_at"])
+        # DO NOTHING: updating the run's row would lock it, serialising every worker of a shared run
+        _upsert(conn, runs, [_run_row(run, source)], ["run_id"], [])
         s = scores.c
         old = conn.execute(select(s.scored_day, s.category, s.generator_version).where(
             s.run_id == run.run_id, s.image_id.in_(list(batch)))).all() if len(batch) <= 30000 else []
