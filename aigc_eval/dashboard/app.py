@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import Engine
 
+from aigc_eval.dashboard import models
 from aigc_eval.store import analysis, queries
 from aigc_eval.store.queries import Slice
 from aigc_eval.store.stats import Thresholds
@@ -45,11 +46,11 @@ def create_app(engine: Engine, thresholds: Thresholds = Thresholds()) -> FastAPI
     def dashboard_js() -> FileResponse:
         return FileResponse(STATIC / "dashboard.js", media_type="application/javascript")
 
-    @app.get("/api/meta")
+    @app.get("/api/meta", response_model=models.Meta)
     def meta() -> dict:
         return queries.meta(engine)
 
-    @app.get("/api/overview")
+    @app.get("/api/overview", response_model=models.Overview)
     def overview(grain: str = Query("day", pattern="^(day|week)$"),
                  by: str = Query("", pattern="^(|category|generator_version)$"),
                  category: str | None = None, generator_version: str | None = None,
@@ -57,12 +58,12 @@ def create_app(engine: Engine, thresholds: Thresholds = Thresholds()) -> FastAPI
         where = _slice(since, until, category, generator_version)
         return {"points": queries.overview(engine, where, grain, by), "releases": queries.releases(engine)}
 
-    @app.get("/api/drilldown")
+    @app.get("/api/drilldown", response_model=models.Drilldown)
     def drilldown(since: date, until: date, category: str | None = None, generator_version: str | None = None,
                   limit: int = Query(20, ge=1, le=MAX_DRILL)) -> dict:
         return {"images": queries.lowest(engine, _slice(since, until, category, generator_version), limit)}
 
-    @app.get("/api/compare")
+    @app.get("/api/compare", response_model=models.Comparison)
     def compare(a_since: date | None = None, a_until: date | None = None, b_since: date | None = None,
                 b_until: date | None = None, a_version: str | None = None, b_version: str | None = None,
                 category: str | None = None) -> dict:
@@ -72,7 +73,7 @@ def create_app(engine: Engine, thresholds: Thresholds = Thresholds()) -> FastAPI
             raise HTTPException(422, detail={"field": "b_since", "error": "the two sides are the same; pick two windows or two versions"})
         return analysis.compare(engine, a, b)
 
-    @app.get("/api/alarms")
+    @app.get("/api/alarms", response_model=models.Alarms)
     def alarms(window: int = Query(7, ge=1, le=366), baseline: int = Query(28, ge=1, le=3660),
                until: date | None = None) -> dict:
         recent, before = analysis.windows(window, baseline, until)
