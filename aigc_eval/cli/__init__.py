@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("aigc_eval.cli.serve", "serve.py: score images online over HTTP (POST /v1/score)"),
     "stream": ("aigc_eval.cli.stream", "evaluate_stream.py: score each image as NSQ delivers it, sharded CSVs"),
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
+    "calibrate": ("aigc_eval.cli.calibrate", "calibrate.py: result_total.csv + labels.csv -> calibration.json, agreement report"),
+    "labels-from-retries": ("aigc_eval.cli.labels_from_retries", "output.csv with session_id -> labels CSV from merchants' retries"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.
 ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
