@@ -36,15 +36,17 @@ def read_csv_strict(path: Path, required: tuple[str, ...] | list[str]) -> tuple[
         row = data[: exc.start].count(b"\n")  # header is line 1, data row N is line N + 1
         raise InputError(f"{path}: row {row}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [name.strip() for name in (reader.fieldnames or [])]
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [name.strip() for name in next(reader, [])]
         if not any(header):
             raise InputError(f"{path}: the file is empty or has no header row")
-        reader.fieldnames = header
         missing = [name for name in required if name not in header]
         if missing:
             raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the header has {', '.join(header)}")
-        rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        width = len(header)
+        # Short rows get empty cells, as DictReader gives them; cells beyond the header are ignored.
+        rows = [dict(zip(header, [v.strip() for v in cells] + [""] * (width - len(cells))))
+                for cells in reader if cells]
     except csv.Error as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
     return header, rows
