@@ -165,3 +165,14 @@ def test_the_ceiling_is_cohens_kappa_for_two_labelers_and_krippendorffs_alpha_fo
     three = labeler_agreement({f"i{k}": {"p": int(a[k]), "q": int(b[k]), "r": int(c[k])} for k in range(200)})
     assert three["measure"] == "krippendorff_alpha" and three["labelers"] == 3
     assert 0.3 < three["value"] < 0.8
+
+
+def test_the_report_section_for_main_py_adds_the_loaded_calibrations_p_accept(files, capsys):
+    from aigc_eval.calibration.stage import agreement_section_for
+
+    tmp, scores, labels, ids, y = files
+    assert main(["--scores", str(scores), "--labels", str(labels), "--output", str(tmp / "c.json")]) == 0
+    calibration = load_calibration(tmp / "c.json", ["clip", "inception", "product"])
+    html = agreement_section_for(scores, labels, calibration)
+    assert html.startswith('<section class="agreement">') and f"p_accept [{calibration.digest}]" in html
+    assert html.count("<polyline") == 7 and "people reject" in html  # six ROC curves and the reliability line

@@ -99,3 +99,28 @@ def run_calibration(options: CalibrateOptions) -> int:
         return EXIT_NO_FIT
     log.info("wrote %s, %s and %s", options.output, options.report_csv, options.report_html)
     return EXIT_WRITTEN
+
+
+def agreement_section_for(scores: Path, labels: Path, calibration=None, class_min: int = ft.CLASS_MIN) -> str:
+    """The agreement section for main.py's report.html when labels are given: the figures of each
+    term, the default total and a cross-validated p_accept on these labels; with a loaded
+    Calibration, also its own p_accept on them (named with its digest). Raises InputError/ValueError
+    for bad labels or scores, like the stage."""
+    import numpy as np
+
+    from aigc_eval.calibration.analysis import roc_points, score_agreement
+    from aigc_eval.calibration.labels import read_labels
+    from aigc_eval.calibration.report_html import agreement_section_html
+
+    decided = read_labels(labels)
+    data = build_dataset(scores, decided)
+    analysis = analyse(data, ag.labeler_agreement(decided.by_labeler), class_min=class_min)
+    if calibration is not None and len(data.y):
+        p = np.array([calibration.p_accept({name: (None if np.isnan(v) else float(v)) for name, v in zip(data.term_names, row)},
+                                           category or None) for row, category in zip(data.X, data.categories)])
+        name = f"p_accept [{calibration.digest}]"
+        found = score_agreement(name, "", data.y, p, data.ratings, data.groups)
+        if found:
+            analysis.agreements.append(found)
+            analysis.curves[name] = roc_points(data.y, p)
+    return agreement_section_html(analysis)
