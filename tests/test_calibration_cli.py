@@ -176,3 +176,18 @@ def test_the_report_section_for_main_py_adds_the_loaded_calibrations_p_accept(fi
     html = agreement_section_for(scores, labels, calibration)
     assert html.startswith('<section class="agreement">') and f"p_accept [{calibration.digest}]" in html
     assert html.count("<polyline") == 7 and "people reject" in html  # six ROC curves and the reliability line
+
+
+def test_duplicates_and_conflicts_are_reported_and_two_labelers_give_the_kappa_ceiling(files, capsys):
+    tmp, scores, labels, ids, y = files
+    rng = np.random.default_rng(1)
+    second = [int(v) if rng.uniform() < 0.85 else 1 - int(v) for v in y[:300]]
+    rows = verdict_rows(ids, y) + verdict_rows(ids[:300], second, labeler="qa2") + verdict_rows(ids[:5], y[:5])
+    write_labels(labels, rows)
+    code, err = run(["--scores", scores, "--labels", labels, "--output", tmp / "c.json"], capsys)
+    conflicts = sum(a != b for a, b in zip(y[:300], second))
+    assert code == 0
+    assert "5 row(s) superseded by a later row of the same (id, labeler), last one kept" in err
+    assert f"{conflicts} image(s) where labelers disagree: decided by majority" in err
+    assert f"{conflicts} image(s) tied between accept and reject: no verdict" in err  # one each way: a tie
+    assert "people's ceiling: cohen_kappa = " in err and "over 300 images" in err
