@@ -1,8 +1,9 @@
 """Which columns of result_total.csv hold each metric's 0..1 term, and the product measurements
 that may join the fit as extra terms.
 
-`term_columns()` is the one place the calibration stage learns the metric set; it will read the
-metric registry once that lands. Until then it names today's pair and the product term.
+`term_columns()` and `definition_versions()` are the one place the calibration stage learns the
+metric set: from the metric registry (aigc_eval/metrics/, issue 23) where it is installed, else
+from the placeholder table below (today's CLIP/IS pair and the product term, version "1").
 """
 
 from __future__ import annotations
@@ -23,15 +24,29 @@ DEFINITION_VERSIONS: dict[str, str] = {CLIP: "1", INCEPTION: "1", PRODUCT: "1"}
 DEFAULT_WEIGHTS: dict[str, float] = {CLIP: 0.6, INCEPTION: 0.4, PRODUCT: 0.5}
 
 
+def _registered() -> dict | None:
+    """The registry's metric classes by name, or None where the registry is not there yet."""
+    try:
+        from aigc_eval.metrics.registry import metric_classes
+    except ImportError:  # a tree without the metric interface (issue 23)
+        return None
+    return metric_classes()
+
+
 def term_columns() -> dict[str, str]:
     """Metric name -> the column of result_total.csv holding its 0..1 term (higher is better).
-    Rows without a product check have an empty product_score."""
-    return {CLIP: col.CLIP_NORM, INCEPTION: col.IS_NORM, PRODUCT: pn.PRODUCT_SCORE}
+    Rows without a product check have an empty product_score. Metrics without a term, or whose
+    term is lower-is-better (none today), are not fitted."""
+    classes = _registered()
+    if classes is None:
+        return {CLIP: col.CLIP_NORM, INCEPTION: col.IS_NORM, PRODUCT: pn.PRODUCT_SCORE}
+    return {name: cls.term.column for name, cls in classes.items() if cls.term is not None and cls.term.higher_is_better}
 
 
 def definition_versions(metric_names: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """The definition version of each metric ("1" for one this table does not know yet)."""
-    return {name: DEFINITION_VERSIONS.get(name, "1") for name in metric_names}
+    """The definition version of each metric (the registry's; "1" where it does not know one)."""
+    classes = _registered() or {}
+    return {name: str(getattr(classes.get(name), "version", DEFINITION_VERSIONS.get(name, "1"))) for name in metric_names}
 
 
 # Product measurements (result_product.csv columns) mapped to 0..1, higher better, named by the
