@@ -16,6 +16,7 @@ PRODUCT_IMAGE_URL = "product_image_url"
 TIMESTAMP = "timestamp"
 NSQ_TIMESTAMP = "nsq_timestamp"
 NSQ_MESSAGE_ID = "nsq_message_id"
+SESSION_ID = "session_id"  # the merchant's session (message_listener.py --map session_id=PATH), for retry labels
 
 # Columns every scoring output carries after the input's id, prompt and image.
 STATUS = "status"

@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "history": ("aigc_eval.cli.history", "the results store: upgrade, import old runs or a spool, check for regressions"),
     "dashboard": ("aigc_eval.cli.dashboard", "a local web page of the store's trends, comparisons, alarms"),
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
+    "calibrate": ("aigc_eval.cli.calibrate", "calibrate.py: result_total.csv + labels.csv -> calibration.json, agreement report"),
+    "labels-from-retries": ("aigc_eval.cli.labels_from_retries", "output.csv with session_id -> labels CSV from merchants' retries"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.
 ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -258,7 +258,7 @@ def collect_from_nsq(options: ListenerOptions, handle_signals: bool = True) -> L
     """
     options = options.checked()
     with OutputLock(options.output):
-        fieldnames = listener_columns(options.extra)
+        fieldnames = listener_columns(options.extra, options.mapping)
         csv_log, csv_ids = CsvAppendLog.open(options.output, fieldnames, col.NSQ_MESSAGE_ID)
         done_rows = None
         if options.mapping.id:  # dedup on the image id too; the file was just repaired, so all of it counts
