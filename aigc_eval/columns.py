@@ -42,6 +42,7 @@ CLIP_NORM = "clip_norm"
 IS_NORM = "is_norm"
 TOTAL_SCORE = "total_score"
 PRODUCT_ERROR = "product_error"  # why an image has no product term (its product check failed)
+P_ACCEPT = "p_accept"  # with --calibration: the calibrated probability that people accept the image
 REGENERATE = "regenerate"  # reasons to regenerate the image, "; "-separated; empty when it is fine
 
 # The run summary (main.py), shown on stderr and in report.html.
@@ -60,7 +61,8 @@ SUM_REGENERATE = "regenerate_count"
 SUM_CLIP_WEIGHT = "clip_weight"
 SUM_IS_WEIGHT = "is_weight"
 SUM_WARNINGS = "warnings"
-SUM_WEIGHTS = "weights"  # every weighted metric's weight in the total, by metric name
+SUM_WEIGHTS = "weights"
+SUM_CALIBRATION = "calibration"  # with --calibration: its digest, date and threshold  # every weighted metric's weight in the total, by metric name
 SUM_PRODUCT_WEIGHT = "product_weight"  # with product checks only
 SUM_PRODUCT_MEAN = "product_score_mean"
 SUM_PRODUCT_ISSUES = "product_issue_count"
@@ -161,6 +163,7 @@ KEY_RESULT_STATUS = "status"
 KEY_RESULT_ERROR = "error"
 KEY_RESULT_SCORES = "scores"
 KEY_RESULT_TOTAL = "total_score"
+KEY_RESULT_P_ACCEPT = "p_accept"  # with --calibration only
 KEY_RESULT_IS_TERM = "is_term"
 KEY_RESULT_REGENERATE = "regenerate"
 KEY_RESULT_NSQ_MESSAGE_ID = "nsq_message_id"

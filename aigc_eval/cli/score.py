@@ -57,7 +57,7 @@ from aigc_eval.decisions.outputs import decide_and_write, run_compare
 from aigc_eval.decisions.rules import format_summary
 from aigc_eval.io.csv_io import read_header
 from aigc_eval.metrics.base import Metric
-from aigc_eval.metrics.decide import check_weights_usable, decision_settings
+from aigc_eval.metrics.decide import check_weights_usable, decision_settings, with_calibration
 from aigc_eval.metrics.product_clip import PRODUCT_CLIP_SIMILARITY
 from aigc_eval.metrics.registry import create_metrics, parse_metric_names
 from aigc_eval.metrics.setup import MetricSetup
@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            default=Path(col.DEFAULT_CATEGORY_OUTPUT), help="per-category table (with a category column)")
     decisions.add_argument("--report", type=Path, default=Path(col.DEFAULT_REPORT), help="self-contained HTML report")
     decisions.add_argument(*flags("no-report"), dest="no_report", action="store_true", help="do not write the HTML report")
+    decisions.add_argument("--labels", type=Path, default=None, metavar="labels.csv",
+                           help="people's verdicts on these images: the report gains how well each number agrees "
+                                "with them (calibrate.py's figures)")
     decisions.add_argument("--compare", type=Path, nargs=2, metavar=("A.csv", "B.csv"), default=None,
                            help="compare two scored runs instead (paired on id when they share ids)")
     decisions.add_argument(*flags("compare-output"), dest="compare_output", type=Path,
@@ -142,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = create_metrics(names, setup, explicit=args.metrics is not None)
         settings = decision_settings(metrics, *decision_flags_from(args))
         check_weights_usable(metrics, settings)
+        if args.calibration is not None:  # checked before any scoring, against the metrics that will run
+            planned = metrics
+            if args.input is not None and args.product_col not in read_header(args.input):
+                planned = {name: m for name, m in metrics.items() if name not in PRODUCT_METRICS}
+            settings = with_calibration(planned, settings, args.calibration)
         columns = dict(id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col)
         outputs = {"clip": args.clip_result, "inception": args.is_result, "product": args.product_result}
         if args.input is not None:
@@ -162,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             category_output=args.category_output, report_path=None if args.no_report else args.report,
             image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch, product_col=args.product_col,
             distribution_path=args.distribution_output if args.input is not None and args.reference else None,
+            labels_path=args.labels,
         )
         log.info("wrote %s\n%s", args.output, format_summary(summary))
         return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK

@@ -90,7 +90,7 @@ def settings_from(args: argparse.Namespace):
         model_name=args.model, model_dir=args.model_dir, weights=args.weights, runtime=runtime_options_from(args),
         product=product_options_from(args), cleaning=cleaning_options_from(args),
         metrics=tuple(parse_metric_names(args.metrics)) if args.metrics else None, metric_weights=weights,
-        thresholds=thresholds, clip_ceiling=args.clip_ceiling,
+        thresholds=thresholds, clip_ceiling=args.clip_ceiling, calibration=args.calibration,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, deadline_s=args.deadline_s,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=args.token or None,
         reference_marginal=args.reference_marginal, allow_private_urls=args.allow_private_urls)

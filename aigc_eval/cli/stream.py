@@ -121,7 +121,7 @@ def options_from(args: argparse.Namespace):
     scoring = ScoringSettings(args.model, args.model_dir, args.weights, runtime_options_from(args),
                               None if args.no_product else product_options_from(args), cleaning_options_from(args),
                               metrics)
-    results = ResultSettings(weights, thresholds, metrics, args.clip_ceiling)
+    results = ResultSettings(weights, thresholds, metrics, args.clip_ceiling, args.calibration)
     return StreamOptions(
         nsq=nsq_options, paths=ShardPaths(args.output_dir, check_worker_name(args.worker_name or default_worker_name())),
         scoring=scoring, results=results, result_topic=None if args.no_publish else args.result_topic,

@@ -101,6 +101,9 @@ def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
                                     help=f"= --threshold {name}.{rule.name}=V (default {rule.default:g}): {rule.description}")
     parser.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
                         help="CLIPScore that counts as a perfect match when normalising")
+    parser.add_argument("--calibration", type=Path, default=None, metavar="calibration.json",
+                        help="calibrate.py's file: learned weights for total_score, p_accept per image, and a "
+                             "regenerate reason below its threshold")
 
 
 def decision_flags_from(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str]]:

@@ -123,16 +123,20 @@ def total_columns(run: RunResults, settings: DecisionSettings, id_col: str, prom
     terms = [m.term.column for m in metrics if m.term is not None and m.term.column not in after
              and (m.term.default_weight > 0 or settings.weight(m.name) > 0)]
     before = [c for m in metrics for c in m.total_columns]
-    head = [id_col, prompt_col, image_col, *before, *terms, col.TOTAL_SCORE, *after, *TAIL_COLUMNS]
+    calibrated = [col.P_ACCEPT] if settings.calibration is not None else []
+    head = [id_col, prompt_col, image_col, *before, *terms, col.TOTAL_SCORE, *calibrated, *after, *TAIL_COLUMNS]
     return head + [name for name in run.extra_columns if name not in head]
 
 
-def total_rows(run: RunResults, settings: DecisionSettings, id_col: str = col.ID) -> list[dict[str, object]]:
+def total_rows(run: RunResults, settings: DecisionSettings, id_col: str = col.ID,
+               category_col: str = col.CATEGORY) -> list[dict[str, object]]:
     """One result_total row per input row: the row's columns, each metric's values, its terms,
-    total_score and the decision (metrics.decide)."""
+    total_score and the decision (metrics.decide; a calibration's per-category weights by
+    `category_col`)."""
     out = []
     for row, results in zip(run.rows, run.results):
-        decision = decide(run.metrics, results, settings, label=lambda m: run.labels.get(m.name, m.name))
+        decision = decide(run.metrics, results, settings, label=lambda m: run.labels.get(m.name, m.name),
+                          category=row.get(category_col) or None)
         merged: dict[str, object] = dict(row)
         for name, metric in run.metrics.items():
             result = results.get(name)
@@ -146,6 +150,8 @@ def total_rows(run: RunResults, settings: DecisionSettings, id_col: str = col.ID
                 merged[metric.error_column] = decision.metric_errors.get(name, "")
                 if result is None and name in run.labels:
                     merged[metric.error_column] = f"missing from {run.labels[name]}"
+        if settings.calibration is not None:
+            merged[col.P_ACCEPT] = decision.p_accept if decision.status == col.STATUS_OK else ""
         merged.update({col.TOTAL_SCORE: decision.total if decision.status == col.STATUS_OK else "",
                        col.REGENERATE: "; ".join(decision.regenerate), col.STATUS: decision.status,
                        col.ERROR: decision.error})

@@ -41,7 +41,7 @@ def column_formats(metrics: dict[str, Metric]) -> dict[str, str]:
     formats = {c.name: c.fmt for m in metrics.values() for c in m.columns if c.fmt and c.fmt not in ("s", "d")}
     formats.update({m.term.column: ".6f" for m in metrics.values() if m.term is not None and m.term.column not in formats
                     and not any(c.name == m.term.column for c in m.columns)})
-    return {**formats, col.TOTAL_SCORE: ".6f"}
+    return {**formats, col.TOTAL_SCORE: ".6f", col.P_ACCEPT: ".6f"}
 
 
 def decide_and_write(
@@ -49,6 +49,7 @@ def decide_and_write(
     prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL, category_col: str = col.CATEGORY,
     category_output: Path | None = None, report_path: Path | None = None, image_base_dir: Path | None = None,
     fetch: FetchConfig | None = None, product_col: str = col.PRODUCT_IMAGE_URL, distribution_path: Path | None = None,
+    labels_path: Path | None = None,
 ) -> dict[str, object]:
     """Decide every row of `run` (metrics.decide with `settings`) and write result_total.csv, the
     per-category CSV (when there is a category column) and report.html. Returns the run summary.
@@ -56,7 +57,7 @@ def decide_and_write(
     With the product check in the run, the product issues join the regenerate reasons and the
     report gets its section; with `distribution_path` (result_distribution.json), its table."""
     columns = total_columns(run, settings, id_col, prompt_col, image_col)
-    rows = total_rows(run, settings, id_col)
+    rows = total_rows(run, settings, id_col, category_col)
     write_rows(output_path, columns, rows, column_formats(run.metrics))
     with_product = "product" in run.metrics
     is_summary = run.summaries.get("inception", {})
@@ -68,6 +69,10 @@ def decide_and_write(
     warnings = [str(is_summary.get(col.KEY_WARNING, "")), imbalance_warning(table)]
     summary = run_summary(rows, is_summary, settings.weight("clip"), settings.weight("inception"), warnings)
     summary[col.SUM_WEIGHTS] = {name: settings.weight(name) for name, m in run.metrics.items() if m.term is not None}
+    if settings.calibration is not None:
+        cal = settings.calibration
+        summary[col.SUM_WEIGHTS] = cal.weights(None)
+        summary[col.SUM_CALIBRATION] = {"digest": cal.digest, "created_at": cal.created_at, "threshold": cal.threshold}
     if with_product:
         add_product_summary(summary, rows, settings.weight("product"))
     if report_path:
@@ -80,6 +85,11 @@ def decide_and_write(
         if distribution_path is not None:
             sections.append(("distribution", "Distance to the reference photos",
                              distribution_section(read_distribution(distribution_path))))
+        if labels_path is not None:
+            from aigc_eval.calibration.stage import agreement_section_for
+
+            sections.append(("agreement", "Agreement with people (labels.csv)",
+                             agreement_section_for(output_path, labels_path, settings.calibration)))
         write_html_report(report_path, summary=summary, rows=rows, categories=table, id_col=id_col,
                           prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch,
                           sections=sections, css=css)

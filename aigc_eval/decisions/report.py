@@ -273,6 +273,9 @@ def summary_html(summary: dict[str, object]) -> str:
             f"{fmt(summary.get(col.SUM_PRODUCT_ISSUES), 0)} images with a product issue")]
           if col.SUM_PRODUCT_MEAN in summary else []),
         _weights_card(summary),
+        *([("calibration", esc(summary[col.SUM_CALIBRATION]["digest"]),  # type: ignore[index]
+            esc(f"of {summary[col.SUM_CALIBRATION]['created_at']}; regenerate below p_accept "  # type: ignore[index]
+                f"{summary[col.SUM_CALIBRATION]['threshold']:.2f}"))] if col.SUM_CALIBRATION in summary else []),
     ]
     items = "".join(
         f'<div class="stat" data-key="{esc(name)}"><div class="stat-name">{esc(name)}</div>'

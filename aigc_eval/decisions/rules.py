@@ -114,5 +114,9 @@ def format_summary(summary: dict[str, object]) -> str:
     if col.SUM_PRODUCT_MEAN in summary:
         lines.insert(3, f"mean product_score {_fmt(summary[col.SUM_PRODUCT_MEAN])}, "
                         f"images with a product issue: {summary[col.SUM_PRODUCT_ISSUES]}")
+    if col.SUM_CALIBRATION in summary:
+        cal = summary[col.SUM_CALIBRATION]
+        lines.append(f"calibration {cal['digest']} of {cal['created_at']}: learned weights, "  # type: ignore[index]
+                     f"regenerate below p_accept {cal['threshold']:.2f}")  # type: ignore[index]
     lines += [f"warning: {w}" for w in summary[col.SUM_WARNINGS]]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from aigc_eval import columns as col
 from aigc_eval.metrics.base import Metric, MetricResult
@@ -24,13 +24,15 @@ class DecisionSettings:
 
     weights: Mapping[str, float]
     thresholds: Mapping[str, float | None]
+    calibration: Any = None  # a calibration.model.Calibration: learned weights, p_accept, its threshold
 
     def weight(self, name: str) -> float:
         return self.weights.get(name, 0.0)
 
 
 def decision_settings(metrics: Mapping[str, Metric], weights: Mapping[str, float] | None = None,
-                      thresholds: Mapping[str, str | float | None] | None = None) -> DecisionSettings:
+                      thresholds: Mapping[str, str | float | None] | None = None,
+                      calibration: Any = None) -> DecisionSettings:
     """Defaults from the metrics' declarations with `weights` and `thresholds` (--weight NAME=W,
     --threshold NAME.RULE=V; V may be on, for the rule's default, or off) over them; ValueError
     naming the flag for unknown names and values out of range."""
@@ -63,7 +65,7 @@ def decision_settings(metrics: Mapping[str, Metric], weights: Mapping[str, float
             if not rule.low <= value <= rule.high:
                 raise ValueError(f"--threshold {key}={value:g}: must be between {rule.low:g} and {rule.high:g}")
             resolved[key] = value
-    return DecisionSettings(resolved_weights, resolved)
+    return DecisionSettings(resolved_weights, resolved, calibration)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Decision:
     weights: dict[str, float] = field(default_factory=dict)
     regenerate: list[str] = field(default_factory=list)
     metric_errors: dict[str, str] = field(default_factory=dict)  # optional metrics that failed: why
+    p_accept: float | None = None  # with a calibration: the calibrated probability that people accept it
 
 
 def _label(metric: Metric) -> str:
@@ -84,7 +87,7 @@ def _label(metric: Metric) -> str:
 
 
 def decide(metrics: Mapping[str, Metric], results: Mapping[str, MetricResult | None], settings: DecisionSettings,
-           label: Callable[[Metric], str] | None = _label) -> Decision:
+           label: Callable[[Metric], str] | None = _label, category: str | None = None) -> Decision:
     """The decision for one row (see the module docstring). `results` maps a metric's name to
     its result, None when the row is missing from that metric's results. `label(metric)` names
     a metric in the error text ("result_clip.csv: cannot fetch ..."); None joins the distinct
@@ -109,13 +112,17 @@ def decide(metrics: Mapping[str, Metric], results: Mapping[str, MetricResult | N
         only_skipped = skipped and len(reasons) == 1
         error = "; ".join(reasons if label else dict.fromkeys(reasons))
         return Decision(col.STATUS_SKIPPED if only_skipped else col.STATUS_ERROR, error, metric_errors=metric_errors)
+    values = {m.name: m.term_value(r) if (r := results.get(m.name)) is not None else None for m in metrics.values()}
+    calibration, p_accept = settings.calibration, None
+    if calibration is not None:
+        values.update(calibration_measurements(results))
+        learned = calibration.weights(category or None)
+        p_accept = calibration.p_accept(values, category or None)
     terms, weights = {}, {}
-    for metric in metrics.values():
-        result = results.get(metric.name)
-        weight = settings.weight(metric.name)
-        value = metric.term_value(result) if result is not None else None
+    for name, value in values.items():
+        weight = learned.get(name, 0.0) if calibration is not None else settings.weight(name)
         if value is not None and weight > 0:
-            terms[metric.name], weights[metric.name] = value, weight
+            terms[name], weights[name] = value, weight
     total = sum(weights[n] * terms[n] for n in terms) / sum(weights.values()) if weights else None
     regenerate: list[str] = []
     for metric in metrics.values():
@@ -128,7 +135,34 @@ def decide(metrics: Mapping[str, Metric], results: Mapping[str, MetricResult | N
             if threshold is not None and isinstance(value, (int, float)) and rule.fires(float(value), threshold):
                 regenerate.append(rule.reason(float(value), threshold))
         regenerate += metric.issues(result)
-    return Decision(col.STATUS_OK, "", total, terms, weights, regenerate, metric_errors)
+    if p_accept is not None and p_accept < calibration.threshold:
+        regenerate.append(f"p_accept {p_accept:.2f} < {calibration.threshold:.2f}")
+    return Decision(col.STATUS_OK, "", total, terms, weights, regenerate, metric_errors, p_accept)
+
+
+def calibration_measurements(results: Mapping[str, MetricResult | None]) -> dict[str, float | None]:
+    """The product measurements a calibration may use as terms beside the metrics' (masked SSIM,
+    ΔE00; calibration/terms.py maps them to 0..1)."""
+    from aigc_eval.calibration.terms import measurement_terms
+
+    product = results.get("product")
+    return measurement_terms(product.values) if product is not None and product.ok else {}
+
+
+def calibrated_metric_names(metrics: Mapping[str, Metric], settings: DecisionSettings) -> list[str]:
+    """The metrics a calibration of this run is made for: those whose term column the run writes
+    (calibrate.py fits on result_total.csv's term columns)."""
+    return [n for n, m in metrics.items() if m.term is not None and (
+        m.term.column in m.after_total or m.term.default_weight > 0 or settings.weight(n) > 0)]
+
+
+def with_calibration(metrics: Mapping[str, Metric], settings: DecisionSettings, path: Any) -> DecisionSettings:
+    """`settings` with the calibration in `path` (calibrate.py's calibration.json), checked against
+    this run's metrics; ValueError (one line) when it does not fit."""
+    from aigc_eval.calibration.model import load_calibration
+
+    calibration = load_calibration(path, calibrated_metric_names(metrics, settings))
+    return DecisionSettings(settings.weights, settings.thresholds, calibration)
 
 
 def check_weights_usable(metrics: Mapping[str, Metric], settings: DecisionSettings) -> None:

@@ -88,6 +88,7 @@ class ItemResult(BaseModel):
     top1_confidence: float | None = None
     kl: float | None = Field(None, description="KL(p(y|x) || reference marginal), nats; null without one")
     total_score: float | None = Field(None, description="weighted total, 0..1 (status ok only)")
+    p_accept: float | None = Field(None, description="with --calibration: calibrated probability that people accept it")
     components: Components | None = None
     is_term: str = Field(description="whether the Inception term is in total_score, and why not")
     product: ProductCheck | None = Field(None, description="present when product_image_url was given")

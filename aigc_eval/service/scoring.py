@@ -23,7 +23,7 @@ import torch
 
 from aigc_eval import columns as col
 from aigc_eval.metrics.base import MetricResult
-from aigc_eval.metrics.decide import decide, decision_settings
+from aigc_eval.metrics.decide import decide, decision_settings, with_calibration
 from aigc_eval.metrics.registry import default_metric_names, metric_templates
 from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.product import names as pn
@@ -77,10 +77,13 @@ class ServiceSettings:
     token: str | None = None
     reference_marginal: Path | None = None
     allow_private_urls: bool = False
+    calibration: Path | None = None  # calibrate.py's file: learned weights, p_accept
 
     def __post_init__(self) -> None:
         metrics = metric_templates(self.metric_names())
         settings = decision_settings(metrics, self.metric_weights, self.thresholds)  # checks names and values
+        if self.calibration is not None:
+            with_calibration(metrics, settings, self.calibration)  # a file that does not fit: one line, now
         if self.reference_marginal is None and not any(settings.weight(n) > 0 for n in metrics if n != "inception"):
             raise ValueError("without --reference-marginal the Inception term is left out: give another metric "
                              "(--clip-weight) a positive weight")
@@ -158,6 +161,8 @@ class ScoringService:
     def __init__(self, core: ScoringCore, settings: ServiceSettings, marginal: torch.Tensor | None):
         self.core, self.settings, self.marginal = core, settings, marginal
         self.decision = decision_settings(core.metrics, settings.metric_weights, settings.thresholds)
+        if settings.calibration is not None:
+            self.decision = with_calibration(core.metrics, self.decision, settings.calibration)
         self.cleaning = CleaningOptions(settings.cleaning.enabled, settings.cleaning.rules_path,
                                         settings.cleaning.subjects_path, col.CATEGORY)
         self.is_term = (f"included: KL to the reference marginal {Path(settings.reference_marginal).name}"
@@ -214,7 +219,7 @@ class ScoringService:
                                             values={k: _finite(v) for k, v in r.values.items()})
                         for name, r in results.items()},
         }
-        decision = decide(self.core.metrics, results, self.decision, label=None)
+        decision = decide(self.core.metrics, results, self.decision, label=None, category=row.get(col.CATEGORY) or None)
         if decision.status != col.STATUS_OK:
             return ItemResult(**out, status=decision.status, error=decision.error or scored.error or "not scored")
         terms, weights = decision.terms, decision.weights
@@ -223,8 +228,8 @@ class ScoringService:
             product_score=terms.get("product"), clip_weight=weights.get("clip", 0.0),
             is_weight=weights.get("inception", 0.0), product_weight=weights.get("product", 0.0),
             terms=terms, weights=weights)
-        return ItemResult(**out, status="ok", total_score=decision.total, components=components,
-                          regenerate=decision.regenerate)
+        return ItemResult(**out, status="ok", total_score=decision.total, p_accept=decision.p_accept,
+                          components=components, regenerate=decision.regenerate)
 
     @staticmethod
     def _product(scored: ScoredRow) -> ProductCheck:

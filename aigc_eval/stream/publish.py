@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Callable, Sequence
 
 import nsq
@@ -28,7 +29,7 @@ import nsq
 from aigc_eval import columns as col
 from aigc_eval.collection.listener import close_quietly
 from aigc_eval.metrics.base import Metric, MetricResult
-from aigc_eval.metrics.decide import DecisionSettings, decide, decision_settings
+from aigc_eval.metrics.decide import DecisionSettings, decide, decision_settings, with_calibration
 from aigc_eval.metrics.registry import create_metrics, default_metric_names
 from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.product import names as pn
@@ -52,6 +53,7 @@ class ResultSettings:
     thresholds: dict[str, str] = field(default_factory=dict)  # --threshold NAME.RULE=V over the defaults
     metrics: tuple[str, ...] | None = None
     clip_ceiling: float = DEFAULT_CLIP_CEILING
+    calibration: Path | None = None  # calibrate.py's file: learned weights, p_accept in every message
 
     def __post_init__(self) -> None:
         self.decision  # checks the names and values now, not at the first message
@@ -63,7 +65,8 @@ class ResultSettings:
 
     @cached_property
     def decision(self) -> DecisionSettings:
-        return decision_settings(self.templates, self.weights, self.thresholds)
+        settings = decision_settings(self.templates, self.weights, self.thresholds)
+        return with_calibration(self.templates, settings, self.calibration) if self.calibration else settings
 
 
 def _integer(value: object) -> int | None:
@@ -93,7 +96,7 @@ def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, o
     """The JSON object published for one shard row; it carries the image URL (and category), so
     message_listener.py --map id=id can collect the result topic into a CSV (docs/streaming.md)."""
     results = shard_results(row, settings.templates)
-    decision = decide(settings.templates, results, settings.decision, label=None)
+    decision = decide(settings.templates, results, settings.decision, label=None, category=row.get(col.CATEGORY) or None)
     clip, inception = (results.get(n, MetricResult()).values for n in ("clip", "inception"))
     product = results.get("product")
     scores = {
@@ -111,6 +114,7 @@ def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, o
         col.KEY_RESULT_ERROR: decision.error, col.KEY_RESULT_SCORES: scores, col.KEY_RESULT_TOTAL: decision.total,
         col.KEY_RESULT_IS_TERM: IS_TERM_OMITTED, col.KEY_RESULT_REGENERATE: decision.regenerate,
         col.KEY_RESULT_NSQ_MESSAGE_ID: row.get(col.NSQ_MESSAGE_ID, ""), col.KEY_RESULT_SCORED_AT: row.get(col.SCORED_AT, ""),
+        **({col.KEY_RESULT_P_ACCEPT: decision.p_accept} if settings.calibration else {}),
     }
 
 
