@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,10 +72,13 @@ def test_the_same_p_accept_from_the_batch_run_the_service_and_a_stream_worker(tm
     write_csv(tmp_path / "input.csv", rows)
     common = ["--model", "RN50", "--model-dir", str(clip_dir), "--weights", str(inception_weights), "--device", "cpu",
               "--precision", "fp32", "--calibration", str(calibration), "-q"]
-    assert score_main(["--input", str(tmp_path / "input.csv"), "--output", str(tmp_path / "total.csv"),
-                       "--clip-result", str(tmp_path / "c.csv"), "--is-result", str(tmp_path / "i.csv"),
-                       "--product-result", str(tmp_path / "p.csv"), "--report", str(tmp_path / "report.html"),
-                       *common]) == 0
+    store = tmp_path / "history.sqlite"
+    batch_args = ["--input", str(tmp_path / "input.csv"), "--output", str(tmp_path / "total.csv"),
+                  "--clip-result", str(tmp_path / "c.csv"), "--is-result", str(tmp_path / "i.csv"),
+                  "--product-result", str(tmp_path / "p.csv"), "--report", str(tmp_path / "report.html"),
+                  "--store", str(store), *common]
+    assert score_main(batch_args) == 0
+    assert score_main(batch_args) == 0  # a rerun of the same input is the same run in the store
     batch = {r[col.ID]: r for r in read_csv(tmp_path / "total.csv")}
     for row in batch.values():
         product = float(row[pn.PRODUCT_SCORE])
@@ -87,7 +91,8 @@ def test_the_same_p_accept_from_the_batch_run_the_service_and_a_stream_worker(tm
 
     host = ImageHost({f"/{name}": scenes[name].read_bytes() for name in [*names, "cutout.png"]})
     try:
-        with running(settings(clip_dir, inception_weights, None, allow_private_urls=True, calibration=calibration)) as url:
+        with running(settings(clip_dir, inception_weights, None, allow_private_urls=True, calibration=calibration,
+                              store=str(store))) as url:
             served = {}
             for row in rows:
                 body = {"id": row["id"], "prompt": row["prompt"], "category": row["category"],
@@ -99,7 +104,8 @@ def test_the_same_p_accept_from_the_batch_run_the_service_and_a_stream_worker(tm
     out = tmp_path / "stream"
     with NsqBroker() as broker:
         worker = subprocess.Popen([sys.executable, str(ROOT / "evaluate_stream.py"), "--nsqd-tcp-address",
-                                   broker.tcp_address, "--output-dir", str(out), "--worker-name", "w0", *common],
+                                   broker.tcp_address, "--output-dir", str(out), "--worker-name", "w0", "--store",
+                                   str(store), *common],
                                   stderr=subprocess.PIPE, text=True)
         try:
             assert broker.wait_until(lambda: broker.stats("generate_img_data_collect_topic",
@@ -124,6 +130,17 @@ def test_the_same_p_accept_from_the_batch_run_the_service_and_a_stream_worker(tm
         p = float(row[col.P_ACCEPT])
         assert served[image_id]["p_accept"] == pytest.approx(p, abs=1e-6)
         assert published[image_id][col.KEY_RESULT_P_ACCEPT] == pytest.approx(p, abs=1e-6)
+    # Each of the three recorded its images in the store once, with the same p_accept (the batch run
+    # with its CLIP embeddings), under its own run and source.
+    with sqlite3.connect(store) as db:
+        stored = db.execute("SELECT r.source, s.image_id, s.p_accept, s.embedding IS NOT NULL FROM scores s "
+                            "JOIN runs r ON r.run_id = s.run_id").fetchall()
+        calibrations = {row[0] for row in db.execute("SELECT calibration_hash FROM runs")}
+    assert sorted(source for source, *_ in stored) == ["batch"] * 3 + ["service"] * 3 + ["stream"] * 3
+    for source, image_id, p, has_embedding in stored:
+        assert p == pytest.approx(float(batch[image_id][col.P_ACCEPT]), abs=1e-6)
+        assert has_embedding == (source != "stream")
+    assert len(calibrations) == 1 and None not in calibrations
 
 
 def test_a_calibration_for_another_metric_set_is_refused_in_one_line(tmp_path, capsys, monkeypatch):

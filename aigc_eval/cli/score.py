@@ -41,6 +41,7 @@ from aigc_eval.cli.support import (
     add_cleaning_arguments,
     add_column_arguments,
     add_decision_arguments,
+    add_store_arguments,
     add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
@@ -48,6 +49,7 @@ from aigc_eval.cli.support import (
     fetch_config_from,
     flags,
     new_parser,
+    open_recorder,
     run_cli,
     runtime_options_from,
     setup_logging,
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_column_arguments(parser)
     decisions = parser.add_argument_group("metrics, weights and decisions")
     add_decision_arguments(decisions)
+    add_store_arguments(decisions, by_default=True)
     decisions.add_argument(*flags("category-output"), dest="category_output", type=Path,
                            default=Path(col.DEFAULT_CATEGORY_OUTPUT), help="per-category table (with a category column)")
     decisions.add_argument("--report", type=Path, default=Path(col.DEFAULT_REPORT), help="self-contained HTML report")
@@ -165,13 +168,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              splits=args.splits, category_col=args.category_col)
             run = read_results(result_paths(metrics, outputs, args.no_product), metrics, **columns)
         check_weights_usable(run.metrics, settings)
-        summary = decide_and_write(
-            run, settings, args.output, **columns, category_col=args.category_col,
-            category_output=args.category_output, report_path=None if args.no_report else args.report,
-            image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch, product_col=args.product_col,
-            distribution_path=args.distribution_output if args.input is not None and args.reference else None,
-            labels_path=args.labels,
-        )
+        calibration = settings.calibration
+        recorder = open_recorder(args, "batch", args.input or args.clip_result, ",".join(run.metrics),
+                                 calibration.digest if calibration is not None else None)
+        try:
+            summary = decide_and_write(
+                run, settings, args.output, **columns, category_col=args.category_col,
+                category_output=args.category_output, report_path=None if args.no_report else args.report,
+                image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
+                product_col=args.product_col, labels_path=args.labels, recorder=recorder,
+                distribution_path=args.distribution_output if args.input is not None and args.reference else None)
+        finally:
+            if recorder is not None:
+                recorder.close()
         log.info("wrote %s\n%s", args.output, format_summary(summary))
         return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK
 

@@ -26,6 +26,7 @@ from aigc_eval.cli.support import (
     EXIT_OK,
     add_cleaning_arguments,
     add_decision_arguments,
+    add_store_arguments,
     decision_flags_from,
     add_model_arguments,
     add_runtime_arguments,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring = parser.add_argument_group("scoring (as main.py --input)")
     add_model_arguments(scoring)
     add_decision_arguments(scoring)
+    add_store_arguments(scoring, by_default=False)
     add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=16)
     add_product_arguments(parser.add_argument_group("product checks (items with a product_image_url)"))
@@ -90,7 +92,8 @@ def settings_from(args: argparse.Namespace):
         model_name=args.model, model_dir=args.model_dir, weights=args.weights, runtime=runtime_options_from(args),
         product=product_options_from(args), cleaning=cleaning_options_from(args),
         metrics=tuple(parse_metric_names(args.metrics)) if args.metrics else None, metric_weights=weights,
-        thresholds=thresholds, clip_ceiling=args.clip_ceiling, calibration=args.calibration,
+        thresholds=thresholds, clip_ceiling=args.clip_ceiling, calibration=args.calibration, store=args.store,
+        generator_version=args.generator_version,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, deadline_s=args.deadline_s,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=args.token or None,
         reference_marginal=args.reference_marginal, allow_private_urls=args.allow_private_urls)

@@ -18,6 +18,7 @@ turns the shards into the batch run's outputs. See docs/streaming.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -31,12 +32,14 @@ from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     add_cleaning_arguments,
     add_decision_arguments,
+    add_store_arguments,
     add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
     decision_flags_from,
     flags,
     new_parser,
+    open_recorder,
     run_cli,
     runtime_options_from,
     setup_logging,
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="nsqd TCP address to publish to, repeatable (default: the --nsqd-tcp-address ones)")
     publish.add_argument(*flags("no-publish"), dest="no_publish", action="store_true", help="publish no results")
     add_decision_arguments(publish)
+    add_store_arguments(publish, by_default=True)
     scoring = parser.add_argument_group("scoring (as main.py --input)")
     add_model_arguments(scoring)
     add_cleaning_arguments(scoring)
@@ -137,7 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aigc_eval.stream.runner import run_stream
 
         options = options_from(args)
-        return run_nsq_loop(lambda: run_stream(options), lambda stats: exit_code_for(stats, options.checked().nsq))
+        calibration = options.results.decision.calibration
+        # One run for every worker of this topic and channel: a message redelivered to another
+        # worker (or a restarted one) replaces its row instead of doubling it.
+        recorder = open_recorder(args, "stream", None, ",".join(options.results.templates),
+                                 calibration.digest if calibration is not None else None,
+                                 run_id=f"stream-{args.topic}-{args.channel}")
+        options = dataclasses.replace(options, recorder=recorder)
+        try:
+            return run_nsq_loop(lambda: run_stream(options), lambda stats: exit_code_for(stats, options.checked().nsq))
+        finally:
+            if recorder is not None:
+                recorder.close()
 
     return run_cli(body)
 

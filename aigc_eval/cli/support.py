@@ -106,6 +106,38 @@ def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
                              "regenerate reason below its threshold")
 
 
+def add_store_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, by_default: bool) -> None:
+    """--store URL (and --no-store where recording is the default), --generator-version."""
+    where = "(default: history.sqlite beside the score cache, or $AIGC_EVAL_STORE)"
+    parser.add_argument("--store", default=None, metavar="URL",
+                        help=f"the results store: a SQLite path or postgresql://... {where}" if by_default else
+                        f"also record every answer in the results store: a SQLite path or postgresql://... ({where})")
+    if by_default:
+        parser.add_argument(*flags("no-store"), dest="no_store", action="store_true",
+                            help="do not record this run in the results store")
+    parser.add_argument(*flags("generator-version"), dest="generator_version", default="",
+                        help="the generator's model or version, for rows without a generator_version column")
+
+
+def open_recorder(args: argparse.Namespace, source: str, input_path: Path | None = None, metric_set: str | None = None,
+                  calibration_hash: str | None = None, run_id: str | None = None):
+    """The results store's Recorder for this run (None with --no-store, or without --store where
+    recording is optional); a store that cannot be used spools (docs/store.md), never fails the run."""
+    if getattr(args, "no_store", False) or (not hasattr(args, "no_store") and not args.store):
+        return None
+    import hashlib
+
+    from aigc_eval.store import Recorder, RunInfo
+
+    digest = hashlib.sha256(Path(input_path).read_bytes()).hexdigest() if input_path and Path(input_path).is_file() else None
+    # A rerun of the same input is the same run: its rows replace the earlier ones, never doubled.
+    run_id = run_id or (f"{source}-{digest[:16]}" if digest else None)
+    run = RunInfo(**({"run_id": run_id} if run_id else {}), input_file=str(input_path) if input_path else None,
+                  input_hash=digest, generator_version=args.generator_version, metric_set=metric_set,
+                  calibration_hash=calibration_hash)
+    return Recorder.open(args.store, source=source, run=run)
+
+
 def decision_flags_from(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str]]:
     """(weights by metric, thresholds by metric.rule) that the decision flags give, aliases
     included; ValueError when a flag and its alias disagree."""

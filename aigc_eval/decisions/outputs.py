@@ -49,7 +49,7 @@ def decide_and_write(
     prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL, category_col: str = col.CATEGORY,
     category_output: Path | None = None, report_path: Path | None = None, image_base_dir: Path | None = None,
     fetch: FetchConfig | None = None, product_col: str = col.PRODUCT_IMAGE_URL, distribution_path: Path | None = None,
-    labels_path: Path | None = None,
+    labels_path: Path | None = None, recorder: object = None,
 ) -> dict[str, object]:
     """Decide every row of `run` (metrics.decide with `settings`) and write result_total.csv, the
     per-category CSV (when there is a category column) and report.html. Returns the run summary.
@@ -59,6 +59,8 @@ def decide_and_write(
     columns = total_columns(run, settings, id_col, prompt_col, image_col)
     rows = total_rows(run, settings, id_col, category_col)
     write_rows(output_path, columns, rows, column_formats(run.metrics))
+    if recorder is not None:  # after the CSV, which stays the source of truth
+        recorder.record(rows, [_embedding(results) for results in run.results])  # type: ignore[attr-defined]
     with_product = "product" in run.metrics
     is_summary = run.summaries.get("inception", {})
     table: list[dict[str, object]] = []
@@ -94,6 +96,13 @@ def decide_and_write(
                           prompt_col=prompt_col, image_col=image_col, image_base_dir=image_base_dir, fetch=fetch,
                           sections=sections, css=css)
     return summary
+
+
+def _embedding(results: dict) -> object:
+    """A row's CLIP image embedding as a numpy array (None when the row has none)."""
+    clip = results.get("clip")
+    embedding = clip.features.get("embedding") if clip is not None else None
+    return embedding.numpy() if embedding is not None else None
 
 
 def decide_files(paths: dict[str, Path], output_path: Path, *, metrics: dict[str, Metric] | None = None,

@@ -82,6 +82,17 @@ class ServiceState:
         self.batcher: DynamicBatcher | None = None
 
 
+def open_service_recorder(settings: ServiceSettings, service: ScoringService):
+    """The results store's Recorder for this service's life (one run; answers to items without an
+    id are not recorded: the store keys rows on the image id)."""
+    from aigc_eval.store import Recorder, RunInfo
+
+    calibration = service.decision.calibration
+    run = RunInfo(generator_version=settings.generator_version, metric_set=",".join(service.core.metrics),
+                  calibration_hash=calibration.digest if calibration is not None else None)
+    return Recorder.open(settings.store, source="service", run=run)
+
+
 def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = None) -> FastAPI:
     """The app for `settings`; the reference marginal is read now (ValueError when unusable).
     `on_fatal` is called when the models cannot be loaded (serve.py then exits)."""
@@ -127,6 +138,9 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             state.service = ScoringService(core, settings, marginal)
+            if settings.store:
+                state.service.recorder = await asyncio.to_thread(open_service_recorder, settings, state.service)
+                stack.callback(state.service.recorder.close)
             state.batcher = DynamicBatcher(lambda rows: state.service.process(rows), runtime.batch_size,
                                            settings.max_wait_ms, settings.max_queue, workers=2, on_batch=on_batch)
             await state.batcher.start()

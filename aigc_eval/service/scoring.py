@@ -78,6 +78,8 @@ class ServiceSettings:
     reference_marginal: Path | None = None
     allow_private_urls: bool = False
     calibration: Path | None = None  # calibrate.py's file: learned weights, p_accept
+    store: str | None = None  # --store: also record every answer in the results store
+    generator_version: str = ""
 
     def __post_init__(self) -> None:
         metrics = metric_templates(self.metric_names())
@@ -167,6 +169,7 @@ class ScoringService:
                                         settings.cleaning.subjects_path, col.CATEGORY)
         self.is_term = (f"included: KL to the reference marginal {Path(settings.reference_marginal).name}"
                         if marginal is not None else IS_TERM_OMITTED)
+        self.recorder: object = None  # with --store: the results store's Recorder (app.py opens it)
 
     def rows_for(self, items: list[ScoreItem]) -> list[dict[str, str]]:
         """The core's input rows for `items`, prompts cleaned as main.py cleans them; BadItem for an
@@ -200,7 +203,24 @@ class ScoringService:
         results: list[ItemResult | None] = [None] * len(rows)
         for index, one in zip(order, scored):
             results[index] = self.result(one)
+        if self.recorder is not None:  # in the batcher's thread, after the answers are made
+            self.recorder.record([self.store_row(rows[i], results[i]) for i in order],  # type: ignore[attr-defined]
+                                 [e.numpy() if (e := one.clip_embedding) is not None else None for one in scored])
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def store_row(row: dict[str, str], result: ItemResult | None) -> dict[str, object]:
+        """An answer as a results-store row (result_total.csv's names)."""
+        answer = result.model_dump() if result is not None else {}
+        product = answer.get("product") or {}
+        return {col.ID: row.get(col.ID) or answer.get("id") or "", col.IMAGE_URL: "" if row.get(col.IMAGE_URL, "").startswith("data:") else row.get(col.IMAGE_URL, ""),
+                col.CATEGORY: row.get(col.CATEGORY) or None, col.STATUS: answer.get("status"),
+                col.ERROR: answer.get("error") or "", col.TOTAL_SCORE: answer.get("total_score"),
+                col.P_ACCEPT: answer.get("p_accept"), col.CLIP_SCORE: answer.get("clip_score"),
+                col.TOP1_LABEL: answer.get("top1_label"), col.TOP1_CONFIDENCE: answer.get("top1_confidence"),
+                pn.PRODUCT_SCORE: product.get("product_score"),
+                pn.PRODUCT_ISSUES: ";".join(product.get("product_issues") or []),
+                col.REGENERATE: "; ".join(answer.get("regenerate") or [])}
 
     def result(self, scored: ScoredRow) -> ItemResult:
         """One row's result: every metric's values and metrics.decide's total and reasons."""

@@ -118,6 +118,23 @@ def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, o
     }
 
 
+def store_rows(rows: Sequence[dict[str, str]], settings: ResultSettings) -> list[dict[str, object]]:
+    """The results store's rows (result_total.csv's names, typed) of written shard rows: the same
+    decision as their result messages."""
+    out = []
+    for row in rows:
+        message = result_message(row, settings)
+        scores = dict(message[col.KEY_RESULT_SCORES])  # type: ignore[arg-type]
+        scores[pn.PRODUCT_ISSUES] = ";".join(scores.get(pn.PRODUCT_ISSUES) or [])
+        out.append({**scores, col.ID: row[col.ID], col.REQUEST_ID: row.get(col.REQUEST_ID, ""),
+                    col.IMAGE_URL: row.get(col.IMAGE_URL, ""), col.CATEGORY: row.get(col.CATEGORY) or None,
+                    col.WORKER: row.get(col.WORKER, ""), col.SCORED_AT: row.get(col.SCORED_AT, ""),
+                    col.STATUS: message[col.KEY_RESULT_STATUS], col.ERROR: message[col.KEY_RESULT_ERROR],
+                    col.TOTAL_SCORE: message[col.KEY_RESULT_TOTAL], col.P_ACCEPT: message.get(col.KEY_RESULT_P_ACCEPT),
+                    col.REGENERATE: "; ".join(message[col.KEY_RESULT_REGENERATE])})  # type: ignore[arg-type]
+    return out
+
+
 class Publisher:
     """Publishes result rows through an nsq.Writer on the IOLoop; calls `on_published(ids)` once
     nsqd acknowledged them. Create it inside the running loop (pynsq takes IOLoop.current())."""

@@ -10,6 +10,7 @@ batches being scored are written and FINished, results are given a moment to be 
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from aigc_eval.collection.listener import (
 from aigc_eval.io.append_log import DeadLetterLog, OutputLock
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
-from aigc_eval.stream.publish import SHARD_METRICS, Publisher, ResultSettings
+from aigc_eval.stream.publish import SHARD_METRICS, Publisher, ResultSettings, store_rows
 from aigc_eval.stream.scoring import BatchScorer
 from aigc_eval.stream.shards import ShardPaths, ShardStore
 from aigc_eval.stream.worker import StreamStats, StreamWorker
@@ -71,6 +72,7 @@ class StreamOptions:
     result_topic: str | None = None  # None: publish nothing
     result_addresses: tuple[str, ...] = ()
     msg_timeout: float = 60.0  # seconds, negotiated with nsqd; in-progress messages are TOUCHed at a third of it
+    recorder: object = None  # the results store's Recorder (store.Recorder), None: not recorded
 
     def checked(self) -> "StreamOptions":
         """These options with the NSQ ones checked and the shard's paths filled in; ValueError naming a bad one."""
@@ -116,10 +118,16 @@ async def _serve(options: StreamOptions, worker: StreamWorker, store: ShardStore
 async def _serve_until_stopped(options: StreamOptions, worker: StreamWorker, store: ShardStore) -> None:
     n = options.nsq
     publisher = None
+    sinks = []
+    if options.recorder is not None:  # in a thread of its own: a slow database never holds up the loop
+        recording = ThreadPoolExecutor(1, thread_name_prefix="store")
+        sinks.append(lambda rows: recording.submit(options.recorder.record, store_rows(rows, options.results)))
     if options.result_topic is not None:
         publisher = Publisher(options.result_addresses, options.result_topic, options.results, store.mark_published,
                               reconnect_delay=n.reconnect_delay)
-        worker.on_written = publisher.add
+        sinks.append(publisher.add)
+    worker.on_written = lambda rows: [sink(rows) for sink in sinks]
+    if publisher is not None:
         unpublished = store.unpublished()
         if unpublished:
             log.info("%d results on disk were never acknowledged by nsqd: publishing them again", len(unpublished))
@@ -150,6 +158,8 @@ async def _serve_until_stopped(options: StreamOptions, worker: StreamWorker, sto
         await _close_cleanly(reader)
     finally:
         watcher.cancel()
+        if options.recorder is not None:
+            await asyncio.to_thread(recording.shutdown, True)  # what was written is recorded (or spooled)
 
 
 def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamStats:
