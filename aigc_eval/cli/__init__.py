@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("aigc_eval.cli.serve", "serve.py: score images online over HTTP (POST /v1/score)"),
     "stream": ("aigc_eval.cli.stream", "evaluate_stream.py: score each image as NSQ delivers it, sharded CSVs"),
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
+    "label": ("aigc_eval.cli.label", "label.py: review result_total.csv in the browser -> labels.csv; Label Studio in/out"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.
 ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
