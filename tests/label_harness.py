@@ -37,14 +37,19 @@ def launch(playwright):
 
 
 def photo_png(path: Path, seed: int, size=(320, 240)) -> None:
+    """A product-style picture: a soft background gradient and the cut-out's red shape on it."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     w, h = size
     y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], axis=-1) * rng.uniform(0.3, 1.0, 3)
-    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB").save(path)
+    tint = rng.uniform(0.75, 1.0, 3)
+    base = (170 + 80 * np.stack([x / w, y / h, 1 - x / w], axis=-1)) * tint
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    cx, cy, r = int(w * rng.uniform(0.35, 0.65)), int(h * rng.uniform(0.4, 0.6)), int(min(w, h) * 0.3)
+    ImageDraw.Draw(image).ellipse((cx - r * 0.85, cy - r, cx + r * 0.85, cy + r), fill=(200, 30, 40))
+    image.save(path)
 
 
 def make_run(folder: Path, count: int, with_cutouts: bool = True, extra: list[dict] | None = None) -> Path:
@@ -112,3 +117,44 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def screenshot(path: Path, folder: Path) -> int:
+    """The page on a run with Chinese prompts and a cut-out, as a PNG reduced to 256 colours
+    (small enough to keep in docs/); returns its size in bytes."""
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from aigc_eval.labelling.store import LabelStore
+
+    scores = make_run(folder, 6)
+    labels = folder / "labels.csv"
+    store = LabelStore(labels)  # a few verdicts already, so the bar and the rate show something
+    for image_id in ("g1", "g3"):
+        store.append(image_id, "accept", "qa1")
+    store.close()
+    server = Server(scores, labels, "--labeler", "qa1", "--order", "input").start()
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            page = browser.new_page(viewport={"width": 1100, "height": 780}, bypass_csp=True)
+            page.goto(server.url)
+            page.wait_for_function("document.body.dataset.shown === 'g0'")
+            page.keyboard.press("p")
+            page.keyboard.press("7")
+            png = page.screenshot()
+            browser.close()
+    finally:
+        server.stop()
+    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(256)
+    image.save(path, optimize=True)
+    return path.stat().st_size
+
+
+if __name__ == "__main__":  # python tests/label_harness.py docs/labelling_page.png
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(screenshot(Path(sys.argv[1]), Path(tmp) / "run"), "bytes")
