@@ -7,13 +7,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import time
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from aigc_eval.cli.label import main
 from aigc_eval.labelling.format import ACCEPT, LABEL, LABEL_COLUMNS, LABEL_ID, LABELER, LABELLED_AT, REASON, REASONS, REJECT, SKIP, SOURCE, SOURCE_QA
 from aigc_eval.labelling.label_studio import DATA_ID, LOCAL_FILES_PREFIX, label_config, read_export
 from conftest import read_csv
-from label_harness import make_run
+from label_harness import ROOT, make_run
 
 
 def _export(tmp_path):
@@ -122,3 +127,83 @@ def test_an_export_that_is_neither_format_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "neither a Label Studio JSON export" in err and "Traceback" not in err
     assert "View" in label_config()
+
+
+REAL = ROOT / "tests" / "data" / "label_studio_1.23.2"
+# What a real Label Studio 1.23.2 exported after importing label.py's tasks and config for the
+# 12-image run tests/label_harness.make_run-style data and annotating five tasks through its API
+# (the steps of test_round_trip_through_a_real_label_studio): reject+background, accept,
+# reject+background, accept, and one skipped (was_cancelled), by user 1.
+REAL_ROWS = [("g0", REJECT, "background"), ("g1", ACCEPT, ""), ("g2", REJECT, "background"), ("g3", ACCEPT, "")]
+
+
+def test_exports_written_by_a_real_label_studio_read_back(tmp_path):
+    for name, expected in (("export.json", REAL_ROWS + [("g4", SKIP, "")]), ("export_min.json", REAL_ROWS),
+                           ("export.csv", REAL_ROWS)):
+        rows, errors = read_export(REAL / name)
+        assert errors == [], name
+        assert [(r[LABEL_ID], r[LABEL], r[REASON]) for r in rows] == expected, name
+        assert {r[LABELER] for r in rows} == {"ls-user-1"} and all(r[LABELLED_AT].endswith("Z") for r in rows)
+
+
+LABEL_STUDIO = os.environ.get("LABEL_STUDIO")  # the label-studio command of its own virtual environment
+
+
+@pytest.mark.skipif(not LABEL_STUDIO, reason="set LABEL_STUDIO to a label-studio command (pip install label-studio "
+                                             "in a venv of its own; its first start takes minutes)")
+def test_round_trip_through_a_real_label_studio(tmp_path):
+    import requests
+
+    from label_harness import free_port
+
+    scores = make_run(tmp_path / "run", 6)
+    tasks_path = tmp_path / "tasks.json"
+    assert main(["--scores", str(scores), "--export-label-studio", str(tasks_path)]) == 0
+    port, token = free_port(), "roundtrip0123456789"
+    env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path / "run"), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true"}
+    studio = subprocess.Popen([LABEL_STUDIO, "start", "--no-browser", "--port", str(port), "--data-dir", str(tmp_path / "ls"),
+                               "--username", "qa@example.com", "--password", "pass12345", "--user-token", token],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Token {token}"}
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/api/projects", headers=headers, timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert studio.poll() is None, "label-studio exited"
+            time.sleep(3)
+        project = requests.post(base + "/api/projects", headers=headers, timeout=60, json={
+            "title": "aigc-eval", "label_config": tasks_path.with_suffix(".xml").read_text(encoding="utf-8")})
+        assert project.status_code == 201, project.text
+        pid = project.json()["id"]
+        imported = requests.post(f"{base}/api/projects/{pid}/import", headers=headers, timeout=60,
+                                 json=json.loads(tasks_path.read_text(encoding="utf-8")))
+        assert imported.status_code == 201 and imported.json()["task_count"] == 6, imported.text
+        tasks = requests.get(f"{base}/api/tasks", headers=headers, params={"project": pid}, timeout=60).json()
+        tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
+        expected = []
+        for number, task in enumerate(sorted(tasks, key=lambda t: t["id"])[:3]):
+            verdict, reason = ((REJECT, REASONS[number]), (ACCEPT, ""), (REJECT, ""))[number]
+            result = [{"from_name": "verdict", "to_name": "image", "type": "choices", "value": {"choices": [verdict]}}]
+            if reason:
+                result.append({"from_name": "reason", "to_name": "image", "type": "choices", "value": {"choices": [reason]}})
+            made = requests.post(f"{base}/api/tasks/{task['id']}/annotations", headers=headers, timeout=60,
+                                 json={"result": result, "was_cancelled": False})
+            assert made.status_code == 201, made.text
+            expected.append((task["data"][DATA_ID], verdict, reason))
+        for kind, suffix in (("JSON", "json"), ("JSON_MIN", "min.json"), ("CSV", "csv")):
+            export = requests.get(f"{base}/api/projects/{pid}/export", headers=headers, params={"exportType": kind}, timeout=120)
+            assert export.status_code == 200, export.text
+            path = tmp_path / f"export.{suffix}"
+            path.write_bytes(export.content)
+            labels = tmp_path / f"labels_{kind}.csv"
+            assert main(["--import-label-studio", str(path), "--labels", str(labels)]) == 0, kind
+            assert [(r[LABEL_ID], r[LABEL], r[REASON]) for r in read_csv(labels)] == expected, kind
+            assert {r[SOURCE] for r in read_csv(labels)} == {SOURCE_QA}
+    finally:
+        studio.terminate()
+        studio.wait(60)

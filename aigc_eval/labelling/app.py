@@ -24,7 +24,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from aigc_eval.io.image_fetch import ImageError
-from aigc_eval.labelling.format import REASONS, SKIP
+from aigc_eval.labelling.format import LABEL, LABEL_ID, REASON, REASONS, SKIP
 from aigc_eval.labelling.images import ImageRefused, ImageSource
 from aigc_eval.labelling.session import Item, Review
 from aigc_eval.labelling.store import check_labeler
@@ -97,7 +97,7 @@ def create_app(review: Review, images: ImageSource, settings: Settings) -> FastA
     def item_json(item: Item, labeler: str) -> dict:
         row = review.verdict(item.id, labeler)
         return {**asdict(item), "image": None, "cutout": None, "has_cutout": bool(item.cutout),
-                "verdict": None if row is None else {"label": row["label"], "reason": row["reason"]}}
+                "verdict": None if row is None else {"label": row[LABEL], "reason": row[REASON]}}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -139,12 +139,13 @@ def create_app(review: Review, images: ImageSource, settings: Settings) -> FastA
             row = review.store.undo(labeler)
         except OSError as exc:
             raise HTTPException(503, f"could not write labels.csv: {exc.strerror or exc}") from None
-        item = review.by_id.get(row["id"]) if row else None
+        item = review.by_id.get(row[LABEL_ID]) if row else None
         return {"undone": None if item is None else item_json(item, labeler), "progress": review.progress(labeler)}
 
     @app.get("/api/summary", dependencies=guarded)
     def summary(labeler: str) -> dict:
-        return {**review.summary(_labeler(labeler)), "progress": review.progress(labeler),
+        labeler = _labeler(labeler)
+        return {**review.summary(labeler), "progress": review.progress(labeler),
                 "command": settings.calibrate_command}
 
     @app.get("/api/image/{index}/{kind}", dependencies=guarded)
