@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,17 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _check_port(host: str, port: int) -> None:
+    """ValueError naming the address when it cannot be listened on (taken, or not this machine's)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host") from None
+
+
 def serve(options: ServeOptions, fetch_config) -> int:
     """Run the review page until Ctrl-C/SIGTERM."""
     import uvicorn
@@ -122,6 +134,7 @@ def serve(options: ServeOptions, fetch_config) -> int:
     if not 0.0 <= options.overlap <= 1.0:
         raise ValueError(f"--overlap must be between 0 and 1, got {options.overlap}")
     labeler = check_labeler(options.labeler) if options.labeler else None
+    _check_port(options.host, options.port)
     items = load_items(options.scores, options.category_col)
     order = order_items(items, options.order, options.threshold, options.seed)
     store = LabelStore(options.labels)

@@ -71,6 +71,8 @@ def load_items(path: Path, category_col: str = col.CATEGORY) -> list[Item]:
     """The scored run's rows as Items, prompts cleaned as the scoring stages clean them.
 
     Raises InputError for a missing id or image column, an empty file or a repeated id."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file; pass the scored run (main.py's {col.DEFAULT_TOTAL_OUTPUT}) with --scores")
     _, rows = read_rows(path, (col.ID, col.IMAGE_URL))
     if not rows:
         raise InputError(f"{path}: no rows to label")
@@ -159,10 +161,14 @@ class Review:
         """Counts for the bar: the labeler's verdicts, the run's images decided, the share, the rate per minute."""
         taken = self.store.taken()
         mine = sum(1 for labelers in taken.values() if labeler in labelers)
-        done = sum(1 for item in self.items if taken.get(item.id))
-        now = time.time()
-        stamps = [_epoch(row[LABELLED_AT]) for row in self.store.history(labeler) if row[LABEL] != UNDONE]
-        recent = [t for t in stamps if t is not None and now - t <= RATE_WINDOW_S]
+        done = sum(1 for image_id in taken if image_id in self.by_id)
+        now, recent = time.time(), []
+        for row in reversed(self.store.history(labeler)):  # newest first: stop at the window's start
+            stamp = _epoch(row[LABELLED_AT])
+            if stamp is None or now - stamp > RATE_WINDOW_S:
+                break
+            if row[LABEL] != UNDONE:
+                recent.append(stamp)
         rate = len(recent) * 60.0 / max(now - min(recent), 30.0) if recent else 0.0
         return {"mine": mine, "done": done, "total": len(self.items),
                 "share": done / len(self.items), "rate_per_min": round(rate, 1)}
