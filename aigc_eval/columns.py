@@ -16,6 +16,7 @@ PRODUCT_IMAGE_URL = "product_image_url"
 TIMESTAMP = "timestamp"
 NSQ_TIMESTAMP = "nsq_timestamp"
 NSQ_MESSAGE_ID = "nsq_message_id"
+SESSION_ID = "session_id"  # the merchant's session (message_listener.py --map session_id=PATH), for retry labels
 
 # Columns every scoring output carries after the input's id, prompt and image.
 STATUS = "status"
@@ -59,6 +60,7 @@ SUM_REGENERATE = "regenerate_count"
 SUM_CLIP_WEIGHT = "clip_weight"
 SUM_IS_WEIGHT = "is_weight"
 SUM_WARNINGS = "warnings"
+SUM_WEIGHTS = "weights"  # every weighted metric's weight in the total, by metric name
 SUM_PRODUCT_WEIGHT = "product_weight"  # with product checks only
 SUM_PRODUCT_MEAN = "product_score_mean"
 SUM_PRODUCT_ISSUES = "product_issue_count"

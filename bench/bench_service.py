@@ -6,7 +6,7 @@
 
 On the benchmark's product images (bench/product_images.py, served by SlowImageServer with a
 per-request latency) and random-initialised checkpoints in the released formats, it:
-(1) times main.py --input's scoring (score_both, in-process, cold and without caches) and
+(1) times main.py --input's scoring (score_csv, in-process, cold and without caches) and
 subtracts the models' load time, giving images/s; (2) times one image alone through the scoring
 core, fetch plus model work, the floor for a single request's latency; (3) starts serve.py
 (--no-cache, so every request costs a fetch and both models) and drives it with wrk at
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from aigc_eval import columns as col  # noqa: E402
 from aigc_eval.io.image_fetch import FetchConfig  # noqa: E402
-from aigc_eval.scoring.combined import score_both  # noqa: E402
+from aigc_eval.scoring.combined import score_csv  # noqa: E402
 from aigc_eval.scoring.core import ScoringCore  # noqa: E402
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions  # noqa: E402
 from aigc_eval.scoring.runtime import RuntimeOptions  # noqa: E402
@@ -126,7 +126,7 @@ def single_image_floor(rows: list[dict[str, str]], models: dict[str, Path], mode
                        count: int = 8) -> dict[str, float]:
     """Median seconds for one image alone through the scoring core: its fetch, and both models."""
     fetches, models_s = [], []
-    with ScoringCore.open(model_name=model, model_dir=models["clip"], weights=models["inception"],
+    with ScoringCore.with_models(model_name=model, model_dir=models["clip"], weights=models["inception"],
                           runtime=runtime) as core:
         core.clip.model.get(), core.inception.model.get()
         for row in rows[:count + 1]:
@@ -203,12 +203,12 @@ def time_main(work: Path, models: dict[str, Path], args: argparse.Namespace, run
     """main.py --input's images/s on the input CSV, the models' load time subtracted."""
     print("main.py --input ...", file=sys.stderr)
     load_start = time.perf_counter()
-    with ScoringCore.open(model_name=args.model, model_dir=models["clip"], weights=models["inception"],
+    with ScoringCore.with_models(model_name=args.model, model_dir=models["clip"], weights=models["inception"],
                           runtime=runtime) as core:
         core.clip.model.get(), core.inception.model.get()
     load_s = time.perf_counter() - load_start
     start = time.perf_counter()
-    score_both(work / "input.csv", work / "clip.csv", work / "is.csv", id_col=col.ID, prompt_col=col.PROMPT,
+    score_csv(work / "input.csv", work / "clip.csv", work / "is.csv", id_col=col.ID, prompt_col=col.PROMPT,
                image_col=col.IMAGE_URL, model_name=args.model, model_dir=models["clip"],
                weights=models["inception"], splits=10, cleaning=CleaningOptions(), runtime=runtime)
     main_rate = args.images / max(time.perf_counter() - start - load_s, 1e-9)

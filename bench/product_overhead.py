@@ -5,7 +5,7 @@
 
 Writes full-size random-initialised models (Chinese-CLIP ViT-B-16, Inception-v3) and the
 benchmark's product images with the cut-out each was made from, serves them from a local HTTP
-server with a per-request latency, and times score_both (main.py --input's scoring) on the same
+server with a per-request latency, and times score_csv (main.py --input's scoring) on the same
 CSV with a cold cache, with the product check (the CSV's product_image_url column) and without
 it (--no-product), the two taking turns in each round. Each counts as its fastest round, as in
 bench/run_bench.py; the ratio with/without is the issue's target (>= 85%). Prints the figures.
@@ -25,7 +25,7 @@ from PIL import Image
 from aigc_eval import columns as col
 from aigc_eval.io.image_fetch import FetchConfig
 from aigc_eval.product.stage import ProductOptions
-from aigc_eval.scoring.combined import score_both
+from aigc_eval.scoring.combined import score_csv
 from aigc_eval.scoring.model_loading import resolve_device
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.scoring.runtime import RuntimeOptions
@@ -72,7 +72,7 @@ def run(images: int, latency: float, repeat: int, batch_size: int, workers: int,
                     runtime = RuntimeOptions(None, precision, batch_size, workers,
                                              FetchConfig(cache_dir=work / f"cache-{tag}"), quiet=True)
                     start = time.perf_counter()
-                    score_both(work / "input.csv", work / f"{tag}_clip.csv", work / f"{tag}_is.csv", id_col=col.ID,
+                    score_csv(work / "input.csv", work / f"{tag}_clip.csv", work / f"{tag}_is.csv", id_col=col.ID,
                                prompt_col=col.PROMPT, image_col=col.IMAGE_URL, model_name="ViT-B-16",
                                model_dir=models["clip"], weights=models["inception"], splits=10,
                                cleaning=CleaningOptions(), runtime=runtime,

@@ -26,7 +26,7 @@ from PIL import Image
 
 from aigc_eval import columns as col
 from aigc_eval.io.image_fetch import FetchConfig
-from aigc_eval.scoring.combined import score_both
+from aigc_eval.scoring.combined import score_csv
 from aigc_eval.scoring.model_loading import resolve_device
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.scoring.runtime import RuntimeOptions
@@ -71,7 +71,7 @@ def run(images: int, latency: float, repeat: int, precision: str) -> dict[str, l
                 for kind, (generated, cache, with_reference) in plan.items():
                     fetch = FetchConfig(cache_dir=work / f"cache-{round_}-{cache}")
                     start = time.perf_counter()
-                    score_both(work / f"{generated}.csv", work / "clip.csv", work / "is.csv", id_col=col.ID,
+                    score_csv(work / f"{generated}.csv", work / "clip.csv", work / "is.csv", id_col=col.ID,
                                prompt_col=col.PROMPT, image_col=col.IMAGE_URL, model_name="ViT-B-16",
                                model_dir=models["clip"], weights=models["inception"], splits=10,
                                cleaning=CleaningOptions(), runtime=RuntimeOptions(None, precision, 32, 4, fetch, True),

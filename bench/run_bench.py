@@ -50,8 +50,9 @@ sys.path.insert(0, str(ROOT))
 from aigc_eval import columns as col  # noqa: E402
 from aigc_eval.decisions.outputs import decide_and_write  # noqa: E402
 from aigc_eval.io.image_fetch import FetchConfig, decode_image  # noqa: E402
+from aigc_eval.metrics.decide import decision_settings  # noqa: E402
 from aigc_eval.scoring.clipscore import ClipScorer  # noqa: E402
-from aigc_eval.scoring.combined import score_both  # noqa: E402
+from aigc_eval.scoring.combined import score_csv  # noqa: E402
 from aigc_eval.scoring.image_pipeline import batched  # noqa: E402
 from aigc_eval.scoring.inception import InceptionScorer  # noqa: E402
 from aigc_eval.scoring.model_lanes import ModelLanes, queued_ahead  # noqa: E402
@@ -96,10 +97,10 @@ def timed(function, *args, **kwargs) -> tuple[float, object]:
 def run_main(work: Path, input_csv: Path, tag: str, models: dict[str, Path], runtime: RuntimeOptions) -> dict[str, Path]:
     """main.py --input, called in-process: score with both models, then merge."""
     out = {name: work / f"{tag}_{name}" for name in ("clip.csv", "is.csv", "total.csv")}
-    score_both(input_csv, out["clip.csv"], out["is.csv"], id_col=col.ID, prompt_col=col.PROMPT, image_col=col.IMAGE_URL,
-               model_name="ViT-B-16", model_dir=models["clip"], weights=models["inception"], splits=10,
-               cleaning=CleaningOptions(), runtime=runtime)
-    decide_and_write(out["clip.csv"], out["is.csv"], out["total.csv"], category_output=work / f"{tag}_category.csv",
+    run = score_csv(input_csv, out["clip.csv"], out["is.csv"], id_col=col.ID, prompt_col=col.PROMPT,
+                    image_col=col.IMAGE_URL, model_name="ViT-B-16", model_dir=models["clip"],
+                    weights=models["inception"], splits=10, cleaning=CleaningOptions(), runtime=runtime)
+    decide_and_write(run, decision_settings(run.metrics), out["total.csv"], category_output=work / f"{tag}_category.csv",
                      report_path=work / f"{tag}_report.html", fetch=runtime.fetch)
     return out
 

@@ -11,7 +11,7 @@ default settings (precision auto, --batch-size 32, --max-in-flight) and --no-cac
 
 Both sides are warm, as a worker that has been running is: a warm-up round (untimed) runs the
 models at their batch shapes on each side first. Then, in each round, taking turns in order:
-- main.py --input's scoring: score_both (read the CSV, clean, fetch and decode, both models,
+- main.py --input's scoring: score_csv (read the CSV, clean, fetch and decode, both models,
   write result_clip.csv, result_is.csv and result_is.json) on a core whose models were loaded
   before the timer started (the models' load is excluded; nothing else is), without a cache;
 - the stream: the round's messages (one image each) published at once to the subscribed
@@ -161,7 +161,7 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 
 @contextlib.contextmanager
 def reused_core(core: ScoringCore) -> Iterator[None]:
-    """score_both opens this already-loaded core (fresh per-run state) instead of loading the models."""
+    """score_csv opens this already-loaded core (fresh per-run state) instead of loading the models."""
     @contextlib.contextmanager
     def open_loaded(**_: object) -> Iterator[ScoringCore]:
         inception = copy.copy(core.inception)
@@ -177,10 +177,10 @@ def reused_core(core: ScoringCore) -> Iterator[None]:
 
 
 def time_main(work: Path, tag: str, rows: list[dict[str, str]], models: dict[str, Path], runtime: RuntimeOptions) -> float:
-    """Seconds of score_both on `rows` (the core patched in by reused_core); checks every image scored."""
+    """Seconds of score_csv on `rows` (the core patched in by reused_core); checks every image scored."""
     input_csv = write_csv(work / f"{tag}.csv", rows)
     start = time.perf_counter()
-    combined.score_both(input_csv, work / f"{tag}_clip.csv", work / f"{tag}_is.csv", id_col=col.ID,
+    combined.score_csv(input_csv, work / f"{tag}_clip.csv", work / f"{tag}_is.csv", id_col=col.ID,
                         prompt_col=col.PROMPT, image_col=col.IMAGE_URL, model_name=MODEL, model_dir=models["clip"],
                         weights=models["inception"], splits=10, cleaning=CleaningOptions(), runtime=runtime)
     seconds = time.perf_counter() - start
@@ -227,10 +227,10 @@ def run(images: int, repeat: int, latency: float, precision: str) -> dict[str, o
                  "--model-dir", str(models["clip"]), "--weights", str(models["inception"]), "--precision", precision,
                  "--no-cache"], cwd=ROOT)  # its last line (stderr) counts its batches
             runtime = RuntimeOptions(None, precision, 32, 4, FetchConfig(cache_dir=None), quiet=True)
-            with ScoringCore.open(model_name=MODEL, model_dir=models["clip"], weights=models["inception"],
+            with ScoringCore.with_models(model_name=MODEL, model_dir=models["clip"], weights=models["inception"],
                                   runtime=runtime) as core, reused_core(core):
                 for model in (core.clip.model, core.inception.model):
-                    core.lanes.submit(model.get).result()  # loaded in a lane, as score_both loads them
+                    core.lanes.submit(model.get).result()  # loaded in a lane, as score_csv loads them
                 while broker.ask("stats", TOPIC, CHANNEL)["clients"] < 1:
                     if worker.poll() is not None:
                         raise RuntimeError(f"the worker exited with {worker.returncode}")

@@ -5,7 +5,8 @@
 #   bash scripts/test.sh -k report    # arguments go to pytest
 #
 # Debian packages the tests use: a real ZooKeeper for the Dubbo tests (it brings Java),
-# headless Chromium for the report's browser test, and a CJK font so that the report's
+# headless Chromium for the report's and the dashboard's browser tests, PostgreSQL (its initdb
+# and pg_ctl: the store's tests start their own server), and a CJK font so that the report's
 # screenshots show the Chinese prompts rather than boxes. They are installed through apt-get,
 # with sudo when not root; when neither can be done, one line says what to install.
 set -euo pipefail
@@ -15,6 +16,7 @@ need=()
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-zenhei)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     as_root=()

@@ -26,7 +26,6 @@ from aigc_eval.collection.messages import (
     message_to_rows,
     parse_columns,
 )
-from aigc_eval.decisions.rules import Thresholds
 from aigc_eval.io.csv_io import InputError
 from aigc_eval.stream.publish import ResultSettings, result_message
 from aigc_eval.stream.shards import SHARD_COLUMNS
@@ -50,7 +49,8 @@ def shard_row(image_id: str, clip: str, confidence: str) -> dict[str, str]:
 
 def result_bodies() -> list[bytes]:
     """Two images of request r-1 as a worker publishes them: r-1_0 passes, r-1_1 has a low CLIP score."""
-    settings = ResultSettings(Thresholds(0.25, 0.15), clip_weight=0.6, product_weight=0.5)
+    settings = ResultSettings(weights={"clip": 0.6, "product": 0.5},
+                              thresholds={"clip.min": "0.25", "inception.min_confidence": "0.15"})
     rows = [shard_row("r-1_0", "0.300000", "0.5"), shard_row("r-1_1", "0.200000", "0.1")]
     return [json.dumps(result_message(row, settings), ensure_ascii=False).encode("utf-8") for row in rows]
 

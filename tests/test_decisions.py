@@ -10,14 +10,15 @@ from scipy import stats
 from aigc_eval import columns as col
 from aigc_eval.cli.score import main as main_cli
 from aigc_eval.decisions.compare import compare_runs
-from aigc_eval.decisions.outputs import decide_and_write
+from aigc_eval.decisions.outputs import decide_files
 from aigc_eval.decisions.rules import (
-    Thresholds,
     category_table,
     imbalance_warning,
-    regenerate_reasons,
     run_summary,
 )
+from aigc_eval.metrics.base import MetricResult
+from aigc_eval.metrics.decide import decide, decision_settings
+from aigc_eval.metrics.registry import metric_templates
 
 
 def _row(id_, clip, confidence, total, category="蛋糕", status="ok"):
@@ -26,17 +27,26 @@ def _row(id_, clip, confidence, total, category="蛋糕", status="ok"):
 
 
 def test_regenerate_reasons_follow_the_thresholds():
-    thresholds = Thresholds(min_clip=0.3, min_confidence=0.2)
-    assert regenerate_reasons(_row("a", 0.45, 0.6, 0.7), thresholds) == ""
-    assert regenerate_reasons(_row("b", 0.21, 0.6, 0.3), thresholds) == "clip_score 0.210 < 0.3"
-    assert regenerate_reasons(_row("c", 0.21, 0.05, 0.1), thresholds) == "clip_score 0.210 < 0.3; top1_confidence 0.050 < 0.2"
-    assert regenerate_reasons(_row("d", "", "", "", status="error"), thresholds) == ""
+    metrics = metric_templates(["clip", "inception"])
+    settings = decision_settings(metrics, thresholds={"clip.min": "0.3", "inception.min_confidence": "0.2"})
+
+    def reasons(clip, confidence, status="ok"):
+        results = {"clip": MetricResult(status, "", {col.CLIP_SCORE: clip, col.CLIP_NORM: 0.5}),
+                   "inception": MetricResult("ok", "", {col.TOP1_CONFIDENCE: confidence, col.IS_NORM: 0.5})}
+        return "; ".join(decide(metrics, results, settings).regenerate)
+
+    assert reasons(0.45, 0.6) == ""
+    assert reasons(0.21, 0.6) == "clip_score 0.210 < 0.3"
+    assert reasons(0.21, 0.05) == "clip_score 0.210 < 0.3; top1_confidence 0.050 < 0.2"
+    assert reasons(0.1, 0.05, status="error") == ""
 
 
-@pytest.mark.parametrize("kwargs, message", [({"min_clip": 1.5}, "min-clip"), ({"min_confidence": -0.1}, "min-confidence")])
-def test_thresholds_out_of_range(kwargs, message):
+@pytest.mark.parametrize("thresholds, message", [({"clip.min": "1.5"}, "clip.min"),
+                                                 ({"inception.min_confidence": "-0.1"}, "inception.min_confidence"),
+                                                 ({"clip.max": "0.1"}, "no such rule")])
+def test_thresholds_out_of_range(thresholds, message):
     with pytest.raises(ValueError, match=message):
-        Thresholds(**kwargs)
+        decision_settings(metric_templates(["clip", "inception"]), thresholds=thresholds)
 
 
 def test_category_table_and_imbalance():
@@ -127,6 +137,6 @@ def test_skipped_rows_stay_skipped_in_the_total(tmp_path):
     clip = write_csv(tmp_path / "c.csv", [{"id": "a", col.CLIP_SCORE: "", col.STATUS: "skipped", col.ERROR: "no visual description"}])
     is_ = write_csv(tmp_path / "i.csv", [{"id": "a", col.KL: "0.1", col.TOP1_LABEL: "cup", col.TOP1_CONFIDENCE: "0.5",
                                           col.STATUS: "ok", col.ERROR: ""}])
-    summary = decide_and_write(clip, is_, tmp_path / "t.csv")
+    summary = decide_files({"clip": clip, "inception": is_}, tmp_path / "t.csv")
     (row,) = read_csv(tmp_path / "t.csv")
     assert row[col.STATUS] == "skipped" and "no visual description" in row[col.ERROR] and not math.isnan(summary[col.SUM_SKIPPED])

@@ -16,7 +16,7 @@ from conftest import ROOT, cpu_fp32, photo, read_csv, write_csv
 
 from aigc_eval import columns as col
 from aigc_eval.cli.score import main as main_cli
-from aigc_eval.decisions.outputs import decide_and_write
+from aigc_eval.decisions.outputs import decide_files
 from aigc_eval.io.image_fetch import FetchConfig
 from bench.product_images import SlowImageServer
 
@@ -40,7 +40,8 @@ def results(tmp_path):
 
 
 def test_merge_joins_on_id_and_weights_normalised_scores(tmp_path, results):
-    summary = decide_and_write(*results, tmp_path / "total.csv", clip_weight=0.6, is_weight=0.4)
+    summary = decide_files(dict(zip(("clip", "inception"), results)), tmp_path / "total.csv",
+                           weights={"clip": 0.6, "inception": 0.4})
     rows = read_csv(tmp_path / "total.csv")
     written = {r["id"]: r for r in rows}
     assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
@@ -63,7 +64,7 @@ def test_article_command_uses_default_files(tmp_path, results, monkeypatch, caps
 
 def test_num_classes_comes_from_the_summary(tmp_path, results):
     (tmp_path / "result_is.json").write_text(json.dumps({col.KEY_NUM_CLASSES: 10}))
-    decide_and_write(*results, tmp_path / "total.csv", clip_weight=0, is_weight=1)
+    decide_files(dict(zip(("clip", "inception"), results)), tmp_path / "total.csv", weights={"clip": 0, "inception": 1})
     total = {r["id"]: r for r in read_csv(tmp_path / "total.csv")}
     assert float(total["a"][col.IS_NORM]) == 1.0  # ln(1000)/2 nats exceeds ln(10)
 
@@ -72,7 +73,7 @@ def test_num_classes_comes_from_the_summary(tmp_path, results):
     "args, message",
     [
         (["--clip-weight", "-1"], "must not be negative"),
-        (["--clip_weight", "0", "--is_weight", "0"], "both 0"),
+        (["--clip_weight", "0", "--is_weight", "0"], "every weight is 0"),
         (["--clip-result", "nope.csv"], "nope.csv: no such file"),
     ],
 )

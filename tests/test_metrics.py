@@ -6,13 +6,14 @@ import pytest
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
 
+from aigc_eval import columns as col
+
 from aigc_eval.scoring.metrics import (
     clip_score,
     inception_score,
     normalise_clip,
     normalise_kl,
     per_image_kl,
-    weighted_total,
 )
 
 
@@ -88,12 +89,24 @@ def test_normalisation_and_weighting():
     assert normalise_clip(0.9) == 1.0
     assert normalise_kl(math.log(1000) / 2, 1000) == pytest.approx(0.5)
     assert normalise_kl(10.0, 1000) == 1.0
-    assert weighted_total(1.0, 0.0, 0.6, 0.4) == pytest.approx(0.6)
-    assert weighted_total(0.5, 0.5, 3, 1) == pytest.approx(0.5)
+
+    from aigc_eval.metrics.base import MetricResult
+    from aigc_eval.metrics.decide import check_weights_usable, decide, decision_settings
+    from aigc_eval.metrics.registry import metric_templates
+
+    metrics = metric_templates(["clip", "inception"])
+
+    def total(clip_norm, is_norm, clip_w, is_w):
+        results = {"clip": MetricResult("ok", "", {col.CLIP_SCORE: 0.5, col.CLIP_NORM: clip_norm}),
+                   "inception": MetricResult("ok", "", {col.TOP1_CONFIDENCE: 0.5, col.IS_NORM: is_norm})}
+        return decide(metrics, results, decision_settings(metrics, {"clip": clip_w, "inception": is_w})).total
+
+    assert total(1.0, 0.0, 0.6, 0.4) == pytest.approx(0.6)
+    assert total(0.5, 0.5, 3, 1) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="negative"):
-        weighted_total(1, 1, -0.1, 1)
-    with pytest.raises(ValueError, match="both 0"):
-        weighted_total(1, 1, 0, 0)
+        decision_settings(metrics, {"clip": -0.1})
+    with pytest.raises(ValueError, match="every weight is 0"):
+        check_weights_usable(metrics, decision_settings(metrics, {"clip": 0, "inception": 0}))
 
 
 def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_images():

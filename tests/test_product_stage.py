@@ -14,7 +14,6 @@ from aigc_eval import columns as col
 from aigc_eval.cli.product import main as product_main
 from aigc_eval.cli.score import main as main_cli
 from aigc_eval.product import names as pn
-from aigc_eval.scoring.metrics import weighted_total
 from conftest import ROOT, read_csv, write_csv
 
 SAMPLES = ROOT / "samples" / "images"
@@ -116,15 +115,16 @@ def test_main_input_adds_the_product_term_issues_and_report(product_csv, tmp_pat
     total = {r["id"]: r for r in read_csv(out["total.csv"])}
     assert list(total) == list(product)
     good, recoloured = total["good"], total["recoloured"]
-    expected = weighted_total(float(good[col.CLIP_NORM]), float(good[col.IS_NORM]), 0.6, 0.4,
-                              float(product["good"][pn.PRODUCT_SCORE]), 0.5)
+    # total_score = (0.6 clip_norm + 0.4 is_norm + 0.5 product_score) / 1.5 (docs/metrics.md)
+    expected = (0.6 * float(good[col.CLIP_NORM]) + 0.4 * float(good[col.IS_NORM])
+                + 0.5 * float(product["good"][pn.PRODUCT_SCORE])) / 1.5
     assert float(good[col.TOTAL_SCORE]) == pytest.approx(expected, abs=1e-6)
     assert pn.PRODUCT_RECOLOURED in recoloured[col.REGENERATE]
     # A cut-out that cannot be used leaves the row's CLIPScore and IS alone, and its total without the term.
     broken = total["cutout-404"]
     assert broken[col.STATUS] == "ok" and "HTTP 404" in broken[col.PRODUCT_ERROR]
     assert float(broken[col.TOTAL_SCORE]) == pytest.approx(
-        weighted_total(float(broken[col.CLIP_NORM]), float(broken[col.IS_NORM]), 0.6, 0.4), abs=1e-6)
+        0.6 * float(broken[col.CLIP_NORM]) + 0.4 * float(broken[col.IS_NORM]), abs=1e-6)
     categories = read_csv(tmp_path / "cat.csv")
     assert int(categories[0][col.CAT_PRODUCT_ISSUES]) >= 1 and not math.isnan(float(categories[0][col.CAT_PRODUCT_MEAN]))
     report = out["report.html"].read_text(encoding="utf-8")

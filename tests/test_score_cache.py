@@ -181,13 +181,13 @@ def test_kill_9_mid_run_then_rerun_resumes_from_the_cache(tmp_path, clip_dir, in
 def test_main_rerun_from_the_cache_loads_neither_model(tmp_path, clip_dir, inception_weights, image_files, monkeypatch):
     """main.py --input warms its models up early, but only for images that need them."""
     from aigc_eval.scoring import inception as evaluate_is_module
-    from aigc_eval.scoring.combined import score_both
+    from aigc_eval.scoring.combined import score_csv
     from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 
     path = _csv(tmp_path, image_files)
 
     def run(tag):
-        score_both(path, tmp_path / f"{tag}_clip.csv", tmp_path / f"{tag}_is.csv", id_col="id", prompt_col="prompt",
+        score_csv(path, tmp_path / f"{tag}_clip.csv", tmp_path / f"{tag}_is.csv", id_col="id", prompt_col="prompt",
                    image_col="image_url", model_name="RN50", model_dir=clip_dir, weights=inception_weights, splits=1,
                    cleaning=CleaningOptions(), runtime=cpu_fp32(batch_size=2, fetch=FetchConfig(cache_dir=tmp_path / "cache")))
 

@@ -16,10 +16,10 @@ import requests
 import torch
 
 from aigc_eval.cli import inception as inception_cli
-from aigc_eval.decisions.outputs import decide_and_write
+from aigc_eval.decisions.outputs import decide_files
 from aigc_eval.io.image_fetch import FetchConfig
 from aigc_eval.product.stage import ProductOptions
-from aigc_eval.scoring.combined import score_both
+from aigc_eval.scoring.combined import score_csv
 from aigc_eval.scoring.metrics import kl_to_marginal, per_image_kl
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.service.schemas import IS_TERM_OMITTED, ScoreResponse
@@ -41,7 +41,7 @@ def host():
 
 @pytest.fixture(scope="module")
 def batch(host, clip_dir, inception_weights, tmp_path_factory):
-    """main.py --input (score_both, then decide_and_write) on a CSV of the served images (one with
+    """main.py --input (score_csv, then decide_and_write) on a CSV of the served images (one with
     a cut-out), and evaluate_is.py --save-logits on the same CSV for the service's reference
     marginal; no caches."""
     work = tmp_path_factory.mktemp("batch")
@@ -52,11 +52,11 @@ def batch(host, clip_dir, inception_weights, tmp_path_factory):
     csv_path = write_csv(work / "input.csv", rows)
     out = {name: work / f"{name}.csv" for name in ("clip", "is", "total", "product")}
     runtime = cpu_fp32(fetch=FetchConfig(cache_dir=None))
-    assert score_both(csv_path, out["clip"], out["is"], id_col="id", prompt_col="prompt", image_col="image_url",
+    assert score_csv(csv_path, out["clip"], out["is"], id_col="id", prompt_col="prompt", image_col="image_url",
                       model_name="RN50", model_dir=clip_dir, weights=inception_weights, splits=10,
                       cleaning=CleaningOptions(), runtime=runtime, product=ProductOptions(),
                       product_output=out["product"])
-    decide_and_write(out["clip"], out["is"], out["total"], product_path=out["product"])
+    decide_files({"clip": out["clip"], "inception": out["is"], "product": out["product"]}, out["total"])
     common = ["--weights", str(inception_weights), "--precision", "fp32", "--device", "cpu", "--no-cache", "-q"]
     logits = work / "logits.npy"
     assert inception_cli.main(["--input", str(csv_path), "--output", str(work / "is_only.csv"),
@@ -130,10 +130,11 @@ def test_concurrent_requests_give_the_numbers_of_a_batch_run(server, batch):
         assert result["status"] == "ok" == total["status"], result
         assert abs(result["clip_score"] - float(clip["clip_score"])) <= 1e-6 + 1e-12
         assert result["top1_label"] == inc["top1_label"] and result["top1_class"] == int(inc["top1_class"])
-        assert abs(result["top1_confidence"] - float(inc["top1_confidence"])) <= 1e-6 + 1e-12
+        # Inception's fp32 sums depend on the batch an image shares (docs/service.md#agreement): 1e-5.
+        assert abs(result["top1_confidence"] - float(inc["top1_confidence"])) <= 1e-5
         # The reference marginal is this very batch's: the single-image KL is the batch's kl.
-        assert abs(result["kl"] - float(inc["kl"])) <= 2e-6
-        assert abs(result["total_score"] - float(total["total_score"])) <= 2e-6
+        assert abs(result["kl"] - float(inc["kl"])) <= 1e-5
+        assert abs(result["total_score"] - float(total["total_score"])) <= 1e-5
         assert "; ".join(result["regenerate"]) == total["regenerate"]
         if result["id"] == rows[-1]["id"]:
             assert abs(result["product"]["product_score"] - float(batch["product"][result["id"]]["product_score"])) < 1e-9

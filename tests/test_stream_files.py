@@ -12,7 +12,6 @@ import torch
 from aigc_eval import columns as col
 from aigc_eval.cli.score import main as score_main
 from aigc_eval.cli.stream import main as stream_main
-from aigc_eval.decisions.rules import Thresholds
 from aigc_eval.io.append_log import OutputLock
 from aigc_eval.io.csv_io import InputError, read_rows
 from aigc_eval.product import names as pn
@@ -84,7 +83,8 @@ def test_a_shard_row_without_its_logits_is_refused(tmp_path):
 
 
 def test_result_message_total_leaves_the_is_term_out_and_gives_reasons():
-    settings = ResultSettings(Thresholds(0.3, 0.15), clip_weight=0.6, product_weight=0.5)
+    settings = ResultSettings(weights={"clip": 0.6, "product": 0.5},
+                              thresholds={"clip.min": "0.3", "inception.min_confidence": "0.15"})
     ok = result_message(shard_row("r-1_0", "w1", clip=0.3, top1_confidence="0.1", product_status=col.STATUS_OK,
                                   product_score="0.8", product_issues="product_recoloured"), settings)
     assert ok[col.KEY_RESULT_REQUEST_ID] == "r-1" and ok[col.KEY_RESULT_STATUS] == col.STATUS_OK

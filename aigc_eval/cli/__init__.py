@@ -17,7 +17,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "product": ("aigc_eval.cli.product", "evaluate_product.py: output.csv + cut-outs -> result_product.csv"),
     "serve": ("aigc_eval.cli.serve", "serve.py: score images online over HTTP (POST /v1/score)"),
     "stream": ("aigc_eval.cli.stream", "evaluate_stream.py: score each image as NSQ delivers it, sharded CSVs"),
+    "history": ("aigc_eval.cli.history", "the results store: upgrade, import old runs or a spool, check for regressions"),
+    "dashboard": ("aigc_eval.cli.dashboard", "a local web page of the store's trends, comparisons, alarms"),
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
+    "calibrate": ("aigc_eval.cli.calibrate", "calibrate.py: result_total.csv + labels.csv -> calibration.json, agreement report"),
+    "labels-from-retries": ("aigc_eval.cli.labels_from_retries", "output.csv with session_id -> labels CSV from merchants' retries"),
     "label": ("aigc_eval.cli.label", "label.py: review result_total.csv in the browser -> labels.csv; Label Studio in/out"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval.cli.support import flags, new_parser, run_cli, setup_logging
 from aigc_eval.generation import runner
@@ -33,11 +34,7 @@ from aigc_eval.generation.runner import (
 )
 from aigc_eval.generation.state import LockHeldError
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 every row generated; 1 finished, the error file has rows; 2 bad arguments or input; "
-    "4 service unusable (ZooKeeper unreachable, no provider, no such service or method); "
-    "5 another run holds the lock; 130 interrupted (finished rows are kept)"
-)
+EXIT_CODES_HELP = exit_codes.help_line("generate")
 ENV_PREFIX = "AIGC_DUBBO_"
 
 

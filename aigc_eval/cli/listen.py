@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval.cli.support import flags, new_parser, run_cli, setup_logging
 from aigc_eval.collection import listener
@@ -23,12 +24,7 @@ from aigc_eval.io.append_log import OutputBroken, OutputLocked
 
 T = TypeVar("T")
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 stopped as asked; 1 stopped as asked, some messages went to the dead-letter "
-    "file; 2 bad arguments or unusable output/mapping file; 4 another listener holds the output's "
-    "lock; 5 a failed write could not be undone (restart repairs the file); 6 never reached nsqd "
-    "before --idle-timeout"
-)
+EXIT_CODES_HELP = exit_codes.help_line("listen")
 
 
 def add_nsq_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, channel: str,

@@ -21,8 +21,10 @@ test, paired on id when the runs share ids) and writes compare.csv:
 
 Normalisation before weighting: clip_norm = min(max(clip_score, 0), 0.6) / 0.6 (the
 article's practical CLIPScore range; --clip-ceiling changes 0.6), is_norm = per-image KL
-/ ln(number of classes), clipped to 0..1. total_score = (clip_weight * clip_norm +
-is_weight * is_norm) / (clip_weight + is_weight), so it lies in 0..1.
+/ ln(number of classes), clipped to 0..1, product_score as it is. total_score = the sum of
+weight * term over the metrics with a term for the image, over the sum of their weights
+(0..1); --metrics picks the metrics, --weight NAME=W and --threshold NAME.RULE=V the
+weights and the regenerate rules (aigc_eval/metrics/, docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from aigc_eval.cli.support import (
     EXIT_ROW_ERRORS,
     add_cleaning_arguments,
     add_column_arguments,
+    add_decision_arguments,
+    add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
+    decision_flags_from,
     fetch_config_from,
     flags,
     new_parser,
@@ -47,42 +52,32 @@ from aigc_eval.cli.support import (
     runtime_options_from,
     setup_logging,
 )
-from aigc_eval.decisions.merge import check_weights
-from aigc_eval.decisions.outputs import (
-    DEFAULT_PRODUCT_WEIGHT,
-    decide_and_write,
-    run_compare,
-)
-from aigc_eval.decisions.rules import (
-    DEFAULT_MIN_CLIP,
-    DEFAULT_MIN_CONFIDENCE,
-    Thresholds,
-    format_summary,
-)
+from aigc_eval.decisions.merge import read_results
+from aigc_eval.decisions.outputs import decide_and_write, run_compare
+from aigc_eval.decisions.rules import format_summary
+from aigc_eval.io.csv_io import read_header
+from aigc_eval.metrics.base import Metric
+from aigc_eval.metrics.decide import check_weights_usable, decision_settings
+from aigc_eval.metrics.product_clip import PRODUCT_CLIP_SIMILARITY
+from aigc_eval.metrics.registry import create_metrics, parse_metric_names
+from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.scoring.combined import score_both
 from aigc_eval.scoring.fid_features import DEFAULT_FID_FEATURES, FID_FEATURES_REGISTRY
-from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING, DEFAULT_IS_SPLITS
-from aigc_eval.scoring.model_loading import CLIP_DEFAULT_MODEL, clip_model_names
+from aigc_eval.scoring.metrics import DEFAULT_IS_SPLITS
+from aigc_eval.scoring.result_files import PRODUCT_METRICS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = new_parser(__doc__)
-    parser.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
-    parser.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
-    parser.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
-                        help="CLIPScore that counts as a perfect match when normalising")
-    parser.add_argument("--input", type=Path, default=None, help="score this CSV with both metrics first, then merge")
+    parser.add_argument("--input", type=Path, default=None, help="score this CSV with every metric first, then merge")
     parser.add_argument(*flags("clip-result"), dest="clip_result", type=Path, default=Path(col.DEFAULT_CLIP_OUTPUT),
                         help="CLIPScore results (read, or written with --input)")
     parser.add_argument(*flags("is-result"), dest="is_result", type=Path, default=Path(col.DEFAULT_IS_OUTPUT),
                         help="Inception results (read, or written with --input); summary beside it as .json")
     parser.add_argument("--output", type=Path, default=Path(col.DEFAULT_TOTAL_OUTPUT), help="merged result CSV")
     add_column_arguments(parser)
-    decisions = parser.add_argument_group("decisions and report")
-    decisions.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
-                           help="flag images whose clip_score is below this for regeneration")
-    decisions.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
-                           help="flag images whose Inception top-1 confidence is below this")
+    decisions = parser.add_argument_group("metrics, weights and decisions")
+    add_decision_arguments(decisions)
     decisions.add_argument(*flags("category-output"), dest="category_output", type=Path,
                            default=Path(col.DEFAULT_CATEGORY_OUTPUT), help="per-category table (with a category column)")
     decisions.add_argument("--report", type=Path, default=Path(col.DEFAULT_REPORT), help="self-contained HTML report")
@@ -92,17 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     decisions.add_argument(*flags("compare-output"), dest="compare_output", type=Path,
                            default=Path(col.DEFAULT_COMPARE_OUTPUT), help="where --compare writes its table")
     scoring = parser.add_argument_group("scoring (with --input)")
-    scoring.add_argument("--model", default=CLIP_DEFAULT_MODEL, choices=clip_model_names(), help="Chinese-CLIP model")
-    scoring.add_argument(*flags("model-dir"), dest="model_dir", type=Path, default=None,
-                         help="cn_clip download root holding clip_cn_<model>.pt (default: ~/.cache/clip)")
-    scoring.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
+    add_model_arguments(scoring)
     scoring.add_argument("--splits", type=int, default=DEFAULT_IS_SPLITS, help="IS splits")
     add_cleaning_arguments(scoring)
     add_runtime_arguments(scoring, batch_size=32)
     product = parser.add_argument_group(
         "product checks (with --input when the input has the cut-out column; else merged from --product-result when it exists)")
-    product.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
-                         help="weight of product_score in total_score")
     product.add_argument(*flags("product-result"), dest="product_result", type=Path,
                          default=Path(col.DEFAULT_PRODUCT_OUTPUT), help="product check results (read, or written with --input)")
     product.add_argument(*flags("no-product"), dest="no_product", action="store_true",
@@ -134,50 +124,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_compare(args.compare[0], args.compare[1], args.compare_output, args.id_col, args.image_col,
                         fetch_config_from(args))
             return EXIT_OK
-        check_weights(args.clip_weight, args.is_weight)
-        if args.product_weight < 0:
-            raise ValueError(f"--product-weight must not be negative, got {args.product_weight}")
-        thresholds = Thresholds(args.min_clip, args.min_confidence)
-        runtime = runtime_options_from(args)
-        product = None if args.no_product else product_options_from(args)
-        product_path = None if args.no_product or not args.product_result.is_file() else args.product_result
         if args.input is not None and args.shards is not None:
             raise ValueError("--input and --shards: give one (score a CSV, or merge stream shards)")
         if args.reference is not None and args.input is None:
             raise ValueError("--reference needs --input: the generated images' features come from scoring them")
         if args.reference is None and (args.fid_features != DEFAULT_FID_FEATURES or args.fid_weights is not None):
             raise ValueError("--fid-features and --fid-weights need --reference: they choose the features FID compares")
+        if args.splits < 1:
+            raise ValueError(f"--splits must be at least 1, got {args.splits}")
+        runtime = runtime_options_from(args)
+        names = parse_metric_names(args.metrics)
+        if args.no_product:
+            names = [name for name in names if name not in PRODUCT_METRICS]
+        setup = MetricSetup(runtime=runtime, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
+                            clip_ceiling=args.clip_ceiling, product=product_options_from(args),
+                            keep_pool=args.reference is not None, splits=args.splits, category_col=args.category_col)
+        metrics = create_metrics(names, setup, explicit=args.metrics is not None)
+        settings = decision_settings(metrics, *decision_flags_from(args))
+        check_weights_usable(metrics, settings)
+        columns = dict(id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col)
+        outputs = {"clip": args.clip_result, "inception": args.is_result, "product": args.product_result}
         if args.input is not None:
-            checked = score_both(
-                args.input, args.clip_result, args.is_result, id_col=args.id_col, prompt_col=args.prompt_col,
-                image_col=args.image_col, model_name=args.model, model_dir=args.model_dir, weights=args.weights,
-                splits=args.splits, cleaning=cleaning_options_from(args), runtime=runtime,
-                product=product, product_output=args.product_result, reference=args.reference,
-                distribution_output=args.distribution_output, save_features_dir=args.save_features,
-                fid_features=args.fid_features, fid_weights=args.fid_weights,
-            )
-            product_path = args.product_result if checked else None
-        elif args.shards is not None:
-            from aigc_eval.stream.merge import merge_shards
+            run = score_both(args.input, metrics, outputs, **columns, cleaning=cleaning_options_from(args),
+                             runtime=runtime, reference=args.reference, distribution_output=args.distribution_output,
+                             save_features_dir=args.save_features, fid_features=args.fid_features,
+                             fid_weights=args.fid_weights)
+        else:
+            if args.shards is not None:
+                from aigc_eval.stream.merge import merge_shards
 
-            checked = merge_shards(args.shards, args.clip_result, args.is_result, args.product_result,
-                                   splits=args.splits, category_col=args.category_col)
-            product_path = args.product_result if checked and not args.no_product else None
-        elif product_path is not None:
-            log.info("merging the product checks in %s (--no-product leaves them out)", product_path)
+                merge_shards(args.shards, args.clip_result, args.is_result, args.product_result,
+                             splits=args.splits, category_col=args.category_col)
+            run = read_results(result_paths(metrics, outputs, args.no_product), metrics, **columns)
+        check_weights_usable(run.metrics, settings)
         summary = decide_and_write(
-            args.clip_result, args.is_result, args.output, clip_weight=args.clip_weight, is_weight=args.is_weight,
-            id_col=args.id_col, prompt_col=args.prompt_col, image_col=args.image_col, category_col=args.category_col,
-            clip_ceiling=args.clip_ceiling, thresholds=thresholds, category_output=args.category_output,
-            report_path=None if args.no_report else args.report,
-            image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch,
-            product_path=product_path, product_weight=args.product_weight, product_col=args.product_col,
+            run, settings, args.output, **columns, category_col=args.category_col,
+            category_output=args.category_output, report_path=None if args.no_report else args.report,
+            image_base_dir=args.input.parent if args.input else None, fetch=runtime.fetch, product_col=args.product_col,
             distribution_path=args.distribution_output if args.input is not None and args.reference else None,
         )
         log.info("wrote %s\n%s", args.output, format_summary(summary))
         return EXIT_ROW_ERRORS if summary[col.SUM_ERRORS] else EXIT_OK
 
     return run_cli(body)
+
+
+def result_paths(metrics: dict[str, Metric], outputs: dict[str, Path], no_product: bool) -> dict[str, Path]:
+    """The written result file of each metric to merge: CLIP's and Inception's always (when in the
+    set), the product check's (and the CLIP-space similarity in it) and a plugin's
+    result_<name>.csv when the file is there."""
+    paths: dict[str, Path] = {}
+    for name, metric in metrics.items():
+        path = outputs.get(name) or (outputs["product"] if name == "product_clip" else Path(metric.result_file
+                                                                                        or f"result_{name}.csv"))
+        if name in ("clip", "inception") or path.is_file():
+            if name == "product_clip" and PRODUCT_CLIP_SIMILARITY not in read_header(path):
+                continue
+            paths[name] = path
+    if "product" in paths and not no_product:
+        log.info("merging the product checks in %s (--no-product leaves them out)", paths["product"])
+    if not paths:
+        raise ValueError("nothing to merge: no result file of the chosen metrics is there (score with --input first)")
+    return paths
 
 
 if __name__ == "__main__":

@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from aigc_eval import exit_codes
 from aigc_eval.cli.product import add_product_arguments, product_options_from
 from aigc_eval.cli.support import (
     EXIT_NO_WEIGHTS,
     EXIT_OK,
     add_cleaning_arguments,
     add_decision_arguments,
+    decision_flags_from,
     add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
@@ -34,13 +36,9 @@ from aigc_eval.cli.support import (
     runtime_options_from,
     setup_logging,
 )
-from aigc_eval.decisions.rules import (
-    Thresholds,
-)
 
 TOKEN_ENV = "AIGC_EVAL_TOKEN"
-EXIT_CODES = ("exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad arguments or an unusable file; "
-              "3 model weights missing or unreadable; 4 the address could not be bound")
+EXIT_CODES = exit_codes.help_line("serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,15 +79,18 @@ def settings_from(args: argparse.Namespace):
         ServiceSettings,  # torch loads here, after --help
     )
 
+    from aigc_eval.metrics.registry import parse_metric_names
+
     if not 0 < args.clip_ceiling <= 1:
         raise ValueError(f"--clip-ceiling must be in (0, 1], got {args.clip_ceiling}")
+    weights, thresholds = decision_flags_from(args)
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1..65535, got {args.port}")
     return ServiceSettings(
         model_name=args.model, model_dir=args.model_dir, weights=args.weights, runtime=runtime_options_from(args),
         product=product_options_from(args), cleaning=cleaning_options_from(args),
-        thresholds=Thresholds(args.min_clip, args.min_confidence), clip_weight=args.clip_weight,
-        is_weight=args.is_weight, product_weight=args.product_weight, clip_ceiling=args.clip_ceiling,
+        metrics=tuple(parse_metric_names(args.metrics)) if args.metrics else None, metric_weights=weights,
+        thresholds=thresholds, clip_ceiling=args.clip_ceiling,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, deadline_s=args.deadline_s,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), token=args.token or None,
         reference_marginal=args.reference_marginal, allow_private_urls=args.allow_private_urls)
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.bind((args.host, args.port))
         except OSError as exc:
             print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-            return 4
+            return exit_codes.SERVE_BIND
         # uvicorn's own access log is off: AccessLog writes one line per request through `aigc_eval`.
         server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=None))

@@ -24,6 +24,7 @@ import socket
 from pathlib import Path
 from typing import Sequence
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval.cli.listen import add_nsq_arguments, run_nsq_loop
 from aigc_eval.cli.product import add_product_arguments, product_options_from
@@ -33,6 +34,7 @@ from aigc_eval.cli.support import (
     add_model_arguments,
     add_runtime_arguments,
     cleaning_options_from,
+    decision_flags_from,
     flags,
     new_parser,
     run_cli,
@@ -45,12 +47,7 @@ from aigc_eval.collection.listener import (
 )
 from aigc_eval.collection.messages import load_mapping
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 stopped as asked (signal, --max-messages, --idle-timeout); 1 stopped as asked, some "
-    "messages went to the dead-letter file; 2 bad arguments or an unusable shard/mapping file; 3 model "
-    "weights missing; 4 another worker of this name holds the shard's lock; 5 a failed write could not be "
-    "undone (restart repairs the shard); 6 never reached nsqd before --idle-timeout"
-)
+EXIT_CODES_HELP = exit_codes.help_line("stream")
 
 
 IN_FLIGHT_PER_BATCH = 2  # default --max-in-flight per --batch-size image
@@ -85,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(*flags("result-nsqd-tcp-address"), dest="result_addresses", action="append", default=None,
                          help="nsqd TCP address to publish to, repeatable (default: the --nsqd-tcp-address ones)")
     publish.add_argument(*flags("no-publish"), dest="no_publish", action="store_true", help="publish no results")
-    add_decision_arguments(publish, is_weight=False)
+    add_decision_arguments(publish)
     scoring = parser.add_argument_group("scoring (as main.py --input)")
     add_model_arguments(scoring)
     add_cleaning_arguments(scoring)
@@ -99,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace):
     """The StreamOptions the flags describe; ValueError or InputError naming a bad one."""
-    from aigc_eval.decisions.rules import Thresholds
     from aigc_eval.stream.publish import ResultSettings
     from aigc_eval.stream.runner import ScoringSettings, StreamOptions
     from aigc_eval.stream.shards import ShardPaths, check_worker_name
@@ -116,12 +112,16 @@ def options_from(args: argparse.Namespace):
         max_tries=args.max_tries, requeue_delay=args.requeue_delay,
         reconnect_delay=args.reconnect_delay, max_messages=args.max_messages, idle_timeout=args.idle_timeout,
         progress_interval=args.progress_interval)
-    if args.clip_weight < 0 or args.product_weight < 0 or not 0 < args.clip_ceiling <= 1:
-        raise ValueError("--clip-weight and --product-weight must not be negative, --clip-ceiling in (0, 1]")
+    from aigc_eval.metrics.registry import parse_metric_names
+
+    if not 0 < args.clip_ceiling <= 1:
+        raise ValueError(f"--clip-ceiling must be in (0, 1], got {args.clip_ceiling}")
+    metrics = tuple(parse_metric_names(args.metrics)) if args.metrics else None
+    weights, thresholds = decision_flags_from(args)
     scoring = ScoringSettings(args.model, args.model_dir, args.weights, runtime_options_from(args),
-                              None if args.no_product else product_options_from(args), cleaning_options_from(args))
-    results = ResultSettings(Thresholds(args.min_clip, args.min_confidence), args.clip_weight, args.product_weight,
-                             args.clip_ceiling)
+                              None if args.no_product else product_options_from(args), cleaning_options_from(args),
+                              metrics)
+    results = ResultSettings(weights, thresholds, metrics, args.clip_ceiling)
     return StreamOptions(
         nsq=nsq_options, paths=ShardPaths(args.output_dir, check_worker_name(args.worker_name or default_worker_name())),
         scoring=scoring, results=results, result_topic=None if args.no_publish else args.result_topic,

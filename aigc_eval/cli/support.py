@@ -13,20 +13,17 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_eval import columns as col
+from aigc_eval import exit_codes
 from aigc_eval.io.csv_io import InputError
 from aigc_eval.io.image_fetch import FetchConfig, default_cache_dir
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
 from aigc_eval.scoring.runtime import RuntimeOptions
 
-EXIT_OK = 0
-EXIT_ROW_ERRORS = 1  # the run finished, but some rows have status=error
-EXIT_USAGE = 2  # bad arguments or unusable input; nothing was written
-EXIT_NO_WEIGHTS = 3  # model weights could not be found or downloaded
-
-EXIT_CODES_HELP = (
-    "exit codes: 0 all rows scored; 1 finished, some rows have status=error; "
-    "2 bad arguments or input (nothing written); 3 model weights missing"
-)
+EXIT_OK = exit_codes.OK
+EXIT_ROW_ERRORS = exit_codes.ROW_ERRORS
+EXIT_USAGE = exit_codes.USAGE
+EXIT_NO_WEIGHTS = exit_codes.NO_WEIGHTS
+EXIT_CODES_HELP = exit_codes.help_line("scoring")
 
 
 
@@ -65,23 +62,66 @@ def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--weights", type=Path, default=None, help="local Inception-v3 state_dict")
 
 
-def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, is_weight: bool = True) -> None:
-    """The weights of the total and the regenerate thresholds, as main.py takes them."""
-    from aigc_eval.decisions.outputs import DEFAULT_PRODUCT_WEIGHT
-    from aigc_eval.decisions.rules import DEFAULT_MIN_CLIP, DEFAULT_MIN_CONFIDENCE
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip() or not text.strip():
+            raise ValueError(f"{flag} {value!r}: expected NAME=VALUE")
+        pairs[key.strip()] = text.strip()
+    return pairs
+
+
+def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--metrics, --weight NAME=W, --threshold NAME.RULE=V and --clip-ceiling, plus the older flags
+    each metric declares as aliases (--clip_weight, --is_weight, --product-weight, --min-clip,
+    --min-confidence), all from the metric registry."""
+    from aigc_eval.metrics.registry import metric_classes
     from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 
-    parser.add_argument(*flags("clip-weight"), dest="clip_weight", type=float, default=0.6, help="weight of CLIPScore")
-    if is_weight:
-        parser.add_argument(*flags("is-weight"), dest="is_weight", type=float, default=0.4, help="weight of the Inception term")
-    parser.add_argument(*flags("product-weight"), dest="product_weight", type=float, default=DEFAULT_PRODUCT_WEIGHT,
-                        help="weight of product_score in total_score (images with a cut-out)")
+    classes = metric_classes()
+    parser.add_argument("--metrics", default=None, metavar="A,B",
+                        help=f"the metrics to run, comma-separated, from: {', '.join(classes)} (default: all; "
+                             "product metrics run when the input names a cut-out); e.g. --metrics product for a "
+                             "lightweight run with no model weights")
+    parser.add_argument("--weight", action="append", default=None, metavar="NAME=W",
+                        help="a metric's weight in total_score; defaults: " + ", ".join(
+                            f"{n}={c.term.default_weight:g}" for n, c in classes.items() if c.term))
+    parser.add_argument("--threshold", action="append", default=None, metavar="NAME.RULE=V",
+                        help="a regenerate rule's threshold, or on/off; defaults: " + ", ".join(
+                            f"{n}.{r.name}={r.default:g}{'' if r.enabled else ' (off)'}"
+                            for n, c in classes.items() for r in c.rules))
+    for name, cls in classes.items():
+        if cls.term is not None and cls.term.alias:
+            parser.add_argument(*flags(cls.term.alias), dest=f"weight__{name}", type=float, default=None,
+                                help=f"= --weight {name}=W (default {cls.term.default_weight:g})")
+        for rule in cls.rules:
+            if rule.alias:
+                parser.add_argument(*flags(rule.alias), dest=f"threshold__{name}.{rule.name}", type=float, default=None,
+                                    help=f"= --threshold {name}.{rule.name}=V (default {rule.default:g}): {rule.description}")
     parser.add_argument(*flags("clip-ceiling"), dest="clip_ceiling", type=float, default=DEFAULT_CLIP_CEILING,
                         help="CLIPScore that counts as a perfect match when normalising")
-    parser.add_argument(*flags("min-clip"), dest="min_clip", type=float, default=DEFAULT_MIN_CLIP,
-                        help="regenerate when clip_score is below this")
-    parser.add_argument(*flags("min-confidence"), dest="min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
-                        help="regenerate when the Inception top-1 confidence is below this")
+
+
+def decision_flags_from(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, str]]:
+    """(weights by metric, thresholds by metric.rule) that the decision flags give, aliases
+    included; ValueError when a flag and its alias disagree."""
+    weights: dict[str, float] = {}
+    for key, text in _pairs(args.weight, "--weight").items():
+        try:
+            weights[key] = float(text)
+        except ValueError:
+            raise ValueError(f"--weight {key}={text}: not a number") from None
+    thresholds = _pairs(args.threshold, "--threshold")
+    for dest, value in vars(args).items():
+        if value is None or not dest.startswith(("weight__", "threshold__")):
+            continue
+        kind, _, key = dest.partition("__")
+        target: dict = weights if kind == "weight" else thresholds
+        if key in target and float(target[key]) != value:
+            raise ValueError(f"--{kind} {key}={target[key]} and its alias flag ({value:g}) disagree; give one")
+        target[key] = value if kind == "weight" else str(value)
+    return weights, thresholds
 
 
 def add_cleaning_arguments(parser: argparse.ArgumentParser) -> None:

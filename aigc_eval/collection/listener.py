@@ -35,17 +35,18 @@ from typing import Callable, Iterator
 
 import nsq
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval import log
 from aigc_eval.collection.collector import Collector, ListenerStats
 from aigc_eval.collection.messages import ExtraColumns, FieldMapping, listener_columns
 from aigc_eval.io.append_log import CsvAppendLog, DeadLetterLog, OutputLock, scan_csv_log
 
-EXIT_STOPPED = 0  # stopped as asked (signal, --max-messages, --idle-timeout); nothing dead-lettered
-EXIT_DEAD_LETTERS = 1  # stopped as asked; some messages of this run went to the dead-letter file
-EXIT_LOCKED = 4  # another listener holds the lock on the output
-EXIT_OUTPUT_BROKEN = 5  # a failed write could not be undone; restart to repair the file
-EXIT_NO_NSQD = 6  # --idle-timeout passed without ever reaching nsqd
+EXIT_STOPPED = exit_codes.OK
+EXIT_DEAD_LETTERS = exit_codes.NSQ_DEAD_LETTERS
+EXIT_LOCKED = exit_codes.NSQ_LOCKED
+EXIT_OUTPUT_BROKEN = exit_codes.NSQ_OUTPUT_BROKEN
+EXIT_NO_NSQD = exit_codes.NSQ_NO_NSQD
 
 
 DRAIN_QUIET = 0.2  # on stopping, seconds without a message that mean nothing is still in transit
@@ -257,7 +258,7 @@ def collect_from_nsq(options: ListenerOptions, handle_signals: bool = True) -> L
     """
     options = options.checked()
     with OutputLock(options.output):
-        fieldnames = listener_columns(options.extra)
+        fieldnames = listener_columns(options.extra, options.mapping)
         csv_log, csv_ids = CsvAppendLog.open(options.output, fieldnames, col.NSQ_MESSAGE_ID)
         done_rows = None
         if options.mapping.id:  # dedup on the image id too; the file was just repaired, so all of it counts

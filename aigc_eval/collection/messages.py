@@ -19,7 +19,9 @@ FieldMapping (a dotted path such as `data.reqId` reaches into nested objects), w
 (`--map id=id`), each body describes one image and its row id is the value there: that is
 how the stream workers' result messages (stream/publish.py) are collected, deduplicated on
 the image id. `--column NAME=PATH` adds columns read from the body (ExtraColumns), placed
-before nsq_message_id, which stays last. The prompt column holds
+before nsq_message_id, which stays last. `--map session_id=PATH` (off by default) adds a
+`session_id` column just before them: the merchant's session, which turns a regenerate turn into
+a reject label for the session's previous request (calibration/retries.py). The prompt column holds
 exactly what the producer sent: `clean_prompt` (from prompt_cleaning.py, offered here as
 the article's consumer_util.clean_prompt) turns it into the visual description when the
 evaluators score it, and the raw text stays in the output.
@@ -61,6 +63,9 @@ class FieldMapping:
     product_image_url: str = "product_image_url"
     category: str = "category"
     timestamp: str = "timestamp"
+    # Empty: no session_id column. Set (`--map session_id=sessionId`): the merchant's session, in a
+    # session_id column before the extra columns; retries are read per session (calibration/retries.py).
+    session_id: str = ""
     # Empty: ids are request id, "_", index. Set: each body is one image and its id is here
     # (a result message's `id`); the listener then also dedups on that id.
     id: str = ""
@@ -76,8 +81,15 @@ DEFAULT_MAPPING = FieldMapping()
 ExtraColumns = tuple[tuple[str, str], ...]
 
 
-def listener_columns(extra: ExtraColumns = ()) -> list[str]:
-    """The listener's header: LISTENER_COLUMNS with the extra columns just before nsq_message_id."""
+def session_columns(mapping: FieldMapping, extra: ExtraColumns = ()) -> ExtraColumns:
+    """The extra columns with session_id in front when the mapping has a session path."""
+    return (((col.SESSION_ID, mapping.session_id),) if mapping.session_id else ()) + tuple(extra)
+
+
+def listener_columns(extra: ExtraColumns = (), mapping: FieldMapping | None = None) -> list[str]:
+    """The listener's header: LISTENER_COLUMNS with session_id (when mapped) and the extra columns
+    just before nsq_message_id. Without a session mapping the header is the same as before it existed."""
+    extra = session_columns(mapping, extra) if mapping is not None else tuple(extra)
     return [*LISTENER_COLUMNS[:-1], *(name for name, _ in extra), LISTENER_COLUMNS[-1]]
 
 
@@ -91,7 +103,7 @@ def parse_columns(items: Sequence[str]) -> ExtraColumns:
         name, sep, path = (part.strip() for part in item.partition("="))
         if not sep or not name or not path:
             raise InputError(f"--column {item!r}: expected NAME=PATH, such as clip_score=scores.clip_score")
-        if name in LISTENER_COLUMNS or name in (known for known, _ in parsed):
+        if name in LISTENER_COLUMNS or name == col.SESSION_ID or name in (known for known, _ in parsed):
             raise InputError(f"--column {item!r}: the output already has a column {name!r}")
         parsed.append((name, path))
     return tuple(parsed)
@@ -211,6 +223,7 @@ def message_to_rows(
     or holds text that cannot be written as UTF-8 (a lone surrogate escape).
     """
     data = parse_body(body)
+    extra = session_columns(mapping, extra)
     key, what = (mapping.id, "image id") if mapping.id else (mapping.request_id, "request id")
     found = _text(lookup(data, key)).strip()
     if not found:

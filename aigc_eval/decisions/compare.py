@@ -18,13 +18,22 @@ import numpy as np
 from scipy import stats
 
 from aigc_eval import columns as col
-from aigc_eval.decisions.merge import parse_score
 from aigc_eval.io.csv_io import InputError, read_rows
+from aigc_eval.metrics.base import Column, parse_value
 
 COMPARED_METRICS = (col.CLIP_SCORE, col.TOTAL_SCORE, col.TOP1_CONFIDENCE, col.KL)
 COMPARE_COLUMNS = ["metric", "pairing", "n_a", "n_b", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
                    "t_test_p", "rank_test_p"]
 MIN_SHARED_IDS = 2
+
+
+
+def parse_score(row: dict[str, str], key: str, id_col: str, path: Path) -> float:
+    """The finite number in row[key]; InputError naming the file, the row and the value otherwise."""
+    try:
+        return float(parse_value(Column(key, "", "s"), row.get(key, "")))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {exc}") from None
 
 
 def _scores(rows: list[dict[str, str]], metric: str, id_col: str, path: Path) -> dict[str, float]:

@@ -1,108 +1,43 @@
-"""Joining result_clip.csv and result_is.csv into one row per image with a weighted total.
+"""A run's per-image metric results, and the rows of result_total.csv decided from them.
 
-Reads the two per-image result files (and result_is.json beside the second); returns
-merged rows for main.py to decide on and write. Scored CSVs from older runs or other tools
-are checked: missing columns, duplicate ids, NaN or non-numeric scores are reported with
-the file and the row, never as a traceback.
+`RunResults` holds each input row with its metrics' typed results and the set-level summaries.
+A one-pass run (main.py --input) builds it in memory; the article's stage-by-stage workflow
+reads it back from result_clip.csv, result_is.csv (with result_is.json beside it) and
+result_product.csv (`read_results`), each metric parsing its own columns. Scored CSVs from older
+runs or other tools are checked: missing columns, duplicate ids, NaN or non-numeric scores are
+reported with the file and the row, never as a traceback. `total_rows` applies metrics.decide.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from aigc_eval import columns as col
 from aigc_eval.io.csv_io import InputError, read_rows
-from aigc_eval.product import names as pn
+from aigc_eval.metrics.base import Metric, MetricResult
+from aigc_eval.metrics.decide import DecisionSettings, decide
 from aigc_eval.scoring.inception import summary_path_for
-from aigc_eval.scoring.metrics import (
-    DEFAULT_CLIP_CEILING,
-    normalise_clip,
-    normalise_kl,
-    weighted_total,
-)
 
-TOTAL_RESULT_COLUMNS = [
-    col.CLIP_SCORE, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL,
-    col.CLIP_NORM, col.IS_NORM, col.TOTAL_SCORE, col.REGENERATE, col.STATUS, col.ERROR,
-]
 DEFAULT_NUM_CLASSES = 1000
-Pair = tuple[dict[str, str] | None, dict[str, str] | None]
+# Columns of result_total.csv after every metric's: why to regenerate, the status, the error.
+TAIL_COLUMNS = [col.REGENERATE, col.STATUS, col.ERROR]
 
 
-def parse_score(row: dict[str, str], key: str, id_col: str, path: Path) -> float:
-    """The finite number in row[key]; InputError naming the file, the row and the value otherwise."""
-    text = row.get(key, "")
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {key} is not a finite number ({text!r})")
-    return value
+@dataclass
+class RunResults:
+    """Every input row (`rows`, with the columns it had) and its results by metric name (None:
+    the row is missing from that metric's results), the metrics, their summaries, and the name
+    each metric goes by in error messages (its result file)."""
 
-
-def check_weights(clip_weight: float, is_weight: float) -> None:
-    """Raise ValueError for negative weights or both zero."""
-    weighted_total(0.0, 0.0, clip_weight, is_weight)
-
-
-def _index_by_id(rows: list[dict[str, str]], id_col: str, path: Path) -> dict[str, dict[str, str]]:
-    index: dict[str, dict[str, str]] = {}
-    for row in rows:
-        key = row[id_col]
-        if key in index:
-            raise InputError(f"{path}: id {key!r} appears more than once; ids must be unique to merge on id")
-        index[key] = row
-    return index
-
-
-def pair_rows(clip_rows: list[dict[str, str]], is_rows: list[dict[str, str]], id_col: str, clip_path: Path,
-              is_path: Path) -> list[Pair]:
-    """Pair the rows of the two result files: position by position when both list the same
-    ids in the same order (as when made from one input), else joined on unique ids."""
-    if [r[id_col] for r in clip_rows] == [r[id_col] for r in is_rows]:
-        return list(zip(clip_rows, is_rows))
-    clip_index, is_index = _index_by_id(clip_rows, id_col, clip_path), _index_by_id(is_rows, id_col, is_path)
-    pairs: list[Pair] = [(r, is_index.get(r[id_col])) for r in clip_rows]
-    return pairs + [(None, r) for r in is_rows if r[id_col] not in clip_index]
-
-
-def merge_pair(clip_row: dict[str, str] | None, is_row: dict[str, str] | None, *, clip_weight: float,
-               is_weight: float, num_classes: int, clip_ceiling: float, id_col: str, clip_path: Path,
-               is_path: Path) -> dict[str, object]:
-    """One result_total row from a CLIP row and an IS row of the same image (either may be missing).
-
-    Its status is error when either side is missing or failed, skipped when the CLIP side
-    was skipped (nothing visual in the prompt), else ok with the normalised scores and total.
-    """
-    merged: dict[str, object] = {**(is_row or {}), **(clip_row or {})}
-    for field in (col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.KL):
-        merged[field] = (is_row or {}).get(field, "")
-    merged[col.CLIP_SCORE] = (clip_row or {}).get(col.CLIP_SCORE, "")
-    reasons, skipped = [], False
-    for row, path in ((clip_row, clip_path), (is_row, is_path)):
-        if row is None:
-            reasons.append(f"missing from {path.name}")
-        elif row.get(col.STATUS) == col.STATUS_SKIPPED:
-            skipped = True
-            reasons.append(f"{path.name}: {row.get(col.ERROR) or 'skipped'}")
-        elif row.get(col.STATUS) != col.STATUS_OK:
-            reasons.append(f"{path.name}: {row.get(col.ERROR) or 'not scored'}")
-    if reasons:
-        only_skipped = skipped and len(reasons) == 1
-        merged.update({col.STATUS: col.STATUS_SKIPPED if only_skipped else col.STATUS_ERROR, col.ERROR: "; ".join(reasons)})
-        return merged
-    clip_norm = normalise_clip(parse_score(clip_row, col.CLIP_SCORE, id_col, clip_path), clip_ceiling)
-    is_norm = normalise_kl(parse_score(is_row, col.KL, id_col, is_path), num_classes)
-    parse_score(is_row, col.TOP1_CONFIDENCE, id_col, is_path)
-    merged.update({
-        col.CLIP_NORM: f"{clip_norm:.6f}", col.IS_NORM: f"{is_norm:.6f}",
-        col.TOTAL_SCORE: f"{weighted_total(clip_norm, is_norm, clip_weight, is_weight):.6f}",
-        col.STATUS: col.STATUS_OK, col.ERROR: "",
-    })
-    return merged
+    metrics: dict[str, Metric]
+    rows: list[dict[str, str]]
+    results: list[dict[str, MetricResult | None]]
+    extra_columns: list[str] = field(default_factory=list)  # the input's columns after id, prompt and image
+    summaries: dict[str, dict[str, object]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def read_is_summary(summary_path: Path) -> dict[str, object]:
@@ -119,51 +54,100 @@ def read_is_summary(summary_path: Path) -> dict[str, object]:
         raise InputError(f"{summary_path}: not a valid IS summary ({exc})") from None
 
 
-def merge_score_files(
-    clip_path: Path, is_path: Path, *, clip_weight: float = 0.6, is_weight: float = 0.4, id_col: str = col.ID,
-    prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL, clip_ceiling: float = DEFAULT_CLIP_CEILING,
-) -> tuple[list[str], list[dict[str, object]], dict[str, object]]:
-    """Join the two result files on id. Returns (output columns, merged rows, IS summary)."""
-    check_weights(clip_weight, is_weight)
-    if not 0 < clip_ceiling <= 1:
-        raise ValueError(f"--clip-ceiling must be in (0, 1], got {clip_ceiling}")
-    clip_header, clip_rows = read_rows(clip_path, [id_col, col.CLIP_SCORE, col.STATUS, col.ERROR])
-    is_header, is_rows = read_rows(is_path, [id_col, col.KL, col.TOP1_LABEL, col.TOP1_CONFIDENCE, col.STATUS, col.ERROR])
-    is_summary = read_is_summary(summary_path_for(is_path))
-    num_classes = int(is_summary.get(col.KEY_NUM_CLASSES, DEFAULT_NUM_CLASSES))
-    merged = [
-        merge_pair(c, i, clip_weight=clip_weight, is_weight=is_weight, num_classes=num_classes,
-                   clip_ceiling=clip_ceiling, id_col=id_col, clip_path=clip_path, is_path=is_path)
-        for c, i in pair_rows(clip_rows, is_rows, id_col, clip_path, is_path)
-    ]
-    lead = [id_col, prompt_col, image_col]
-    known = set(lead + TOTAL_RESULT_COLUMNS + [col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.TOP1_CLASS])
-    extra = [name for name in dict.fromkeys(clip_header + is_header) if name not in known]
-    return lead + TOTAL_RESULT_COLUMNS + extra, merged, is_summary
-
-
-def merge_product_file(
-    columns: list[str], rows: list[dict[str, object]], product_path: Path, *, clip_weight: float, is_weight: float,
-    product_weight: float, id_col: str = col.ID,
-) -> list[str]:
-    """Join result_product.csv onto merged rows by id: each row gets product_score,
-    product_issues and the crop box, and an ok row with an ok product check gets the product
-    term in its total_score (weighted_total with `product_weight`). A failed product check
-    leaves the total as it was and says why in product_error. Returns the output columns."""
-    weighted_total(0.0, 0.0, clip_weight, is_weight, 0.0, product_weight)  # checks the weights
-    _, product_rows = read_rows(product_path, [id_col, pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, col.STATUS, col.ERROR])
-    index = _index_by_id(product_rows, id_col, product_path)
+def _index_by_id(rows: list[dict[str, str]], id_col: str, path: Path) -> dict[str, dict[str, str]]:
+    index: dict[str, dict[str, str]] = {}
     for row in rows:
-        checked = index.get(str(row.get(id_col, "")))
-        if checked is None:
-            row[col.PRODUCT_ERROR] = f"missing from {product_path.name}"
-            continue
-        row.update({name: checked.get(name, "") for name in (pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, pn.PRODUCT_CROP_BOX)})
-        if checked.get(col.STATUS) == col.STATUS_ERROR:
-            row[col.PRODUCT_ERROR] = checked.get(col.ERROR) or "not checked"
-        elif checked.get(col.STATUS) == col.STATUS_OK and row.get(col.STATUS) == col.STATUS_OK:
-            product = parse_score(checked, pn.PRODUCT_SCORE, id_col, product_path)
-            row[col.TOTAL_SCORE] = f"{weighted_total(float(row[col.CLIP_NORM]), float(row[col.IS_NORM]), clip_weight, is_weight, product, product_weight):.6f}"  # noqa: E501
-    at = columns.index(col.REGENERATE)
-    added = [pn.PRODUCT_SCORE, pn.PRODUCT_ISSUES, col.PRODUCT_ERROR, pn.PRODUCT_CROP_BOX]
-    return columns[:at] + added + [name for name in columns[at:] if name not in added]
+        key = row[id_col]
+        if key in index:
+            raise InputError(f"{path}: id {key!r} appears more than once; ids must be unique to merge on id")
+        index[key] = row
+    return index
+
+
+def _parse(metric: Metric, row: dict[str, str] | None, path: Path, id_col: str) -> MetricResult | None:
+    if row is None:
+        return None
+    try:
+        return metric.from_text(row, row.get(col.STATUS, ""), row.get(col.ERROR, ""))
+    except ValueError as exc:
+        raise InputError(f"{path}: row {row.get(id_col, '?')!r}: {exc}") from None
+
+
+def read_results(paths: Mapping[str, Path], metrics: Mapping[str, Metric], *, id_col: str = col.ID,
+                 prompt_col: str = col.PROMPT, image_col: str = col.IMAGE_URL) -> RunResults:
+    """The written results of the metrics in `paths` (metric name -> its result CSV), joined on
+    id: position by position when the files list the same ids in the same order (as when made
+    from one input), else on unique ids, the first file's rows first. Metrics sharing a file
+    (CLIP-space product similarity in result_product.csv) read it once."""
+    files: dict[Path, tuple[list[str], list[dict[str, str]]]] = {}
+    for name, path in paths.items():
+        if path not in files:
+            needed = [id_col, col.STATUS, col.ERROR, *metrics[name].required_when_ok]
+            files[path] = read_rows(path, needed)
+    summaries: dict[str, dict[str, object]] = {}
+    if "inception" in paths:
+        summaries["inception"] = read_is_summary(summary_path_for(paths["inception"]))
+        metrics["inception"].with_summary(summaries["inception"])  # type: ignore[attr-defined]
+    ordered = list(dict.fromkeys(paths.values()))
+    first_header, first_rows = files[ordered[0]]
+    same_order = all([r[id_col] for r in files[p][1]] == [r[id_col] for r in first_rows] for p in ordered)
+    if same_order:
+        per_file = {p: files[p][1] for p in ordered}
+        keys = list(range(len(first_rows)))
+    else:
+        index = {p: _index_by_id(files[p][1], id_col, p) for p in ordered}
+        keys = list(dict.fromkeys(r[id_col] for p in ordered for r in files[p][1]))
+        per_file = {p: [index[p].get(k) for k in keys] for p in ordered}  # type: ignore[misc]
+    rows, results = [], []
+    for i in range(len(keys)):
+        found = {p: per_file[p][i] for p in ordered}
+        base: dict[str, str] = {}
+        for p in reversed(ordered):  # the first file's cells win, as the CLIP file's did
+            base.update(found[p] or {})
+        rows.append(base)
+        results.append({name: _parse(metrics[name], found[path], path, id_col) for name, path in paths.items()})
+    lead = {id_col, prompt_col, image_col, col.STATUS, col.ERROR}
+    known = lead | {c for m in metrics.values() for c in m.column_names()} | {col.PROMPT_TOKENS, col.TOP1_CLASS}
+    extra = [n for p in ordered for n in files[p][0] if n not in known]
+    return RunResults({name: m for name, m in metrics.items() if name in paths}, rows, results, list(dict.fromkeys(extra)), summaries,
+                      {name: path.name for name, path in paths.items()})
+
+
+def total_columns(run: RunResults, settings: DecisionSettings, id_col: str, prompt_col: str,
+                  image_col: str) -> list[str]:
+    """result_total.csv's header: id, prompt, image; each metric's own columns; the terms (of the
+    metrics weighted by default or in this run) and the total; the columns metrics place after
+    it; regenerate, status, error; the input's other columns."""
+    metrics = run.metrics.values()
+    after = [c for m in metrics for c in m.after_total]
+    terms = [m.term.column for m in metrics if m.term is not None and m.term.column not in after
+             and (m.term.default_weight > 0 or settings.weight(m.name) > 0)]
+    before = [c for m in metrics for c in m.total_columns]
+    head = [id_col, prompt_col, image_col, *before, *terms, col.TOTAL_SCORE, *after, *TAIL_COLUMNS]
+    return head + [name for name in run.extra_columns if name not in head]
+
+
+def total_rows(run: RunResults, settings: DecisionSettings, id_col: str = col.ID) -> list[dict[str, object]]:
+    """One result_total row per input row: the row's columns, each metric's values, its terms,
+    total_score and the decision (metrics.decide)."""
+    out = []
+    for row, results in zip(run.rows, run.results):
+        decision = decide(run.metrics, results, settings, label=lambda m: run.labels.get(m.name, m.name))
+        merged: dict[str, object] = dict(row)
+        for name, metric in run.metrics.items():
+            result = results.get(name)
+            values = result.values if result is not None else {}
+            for column in metric.column_names():
+                merged[column] = values.get(column, "")
+            if metric.term is not None and decision.status != col.STATUS_OK:
+                merged[metric.term.column] = "" if metric.term.column not in metric.after_total else \
+                    merged.get(metric.term.column, "")
+            if not metric.required:
+                merged[metric.error_column] = decision.metric_errors.get(name, "")
+                if result is None and name in run.labels:
+                    merged[metric.error_column] = f"missing from {run.labels[name]}"
+        merged.update({col.TOTAL_SCORE: decision.total if decision.status == col.STATUS_OK else "",
+                       col.REGENERATE: "; ".join(decision.regenerate), col.STATUS: decision.status,
+                       col.ERROR: decision.error})
+        out.append(merged)
+    return out

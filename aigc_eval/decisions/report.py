@@ -236,6 +236,17 @@ def gallery_card(row: dict[str, str], thumb: str, id_col: str, prompt_col: str) 
     )
 
 
+def _weights_card(summary: dict[str, object]) -> tuple[str, str, str]:
+    """The weights of the total: every weighted metric's (a plugin's too), else CLIPScore / Inception."""
+    weights = summary.get(col.SUM_WEIGHTS)
+    if isinstance(weights, dict) and weights:
+        shown = {name: w for name, w in weights.items() if w}
+        return ("weights", esc(" · ".join(f"{name} {fmt(w, 2)}" for name, w in shown.items())),
+                "each metric's weight in the total")
+    return ("weights", f"{fmt(summary.get(col.SUM_CLIP_WEIGHT), 2)} / {fmt(summary.get(col.SUM_IS_WEIGHT), 2)}",
+            "CLIPScore / Inception in the total")
+
+
 def mean_std(mean: object, std: object, digits: int = 3) -> str:
     """'mean ± std', or just the mean when the spread is unknown."""
     return fmt(mean, digits) + (f" ± {fmt(std, digits)}" if to_float(std) is not None else "")
@@ -261,11 +272,7 @@ def summary_html(summary: dict[str, object]) -> str:
         *([("mean product score", fmt(summary.get(col.SUM_PRODUCT_MEAN)),
             f"{fmt(summary.get(col.SUM_PRODUCT_ISSUES), 0)} images with a product issue")]
           if col.SUM_PRODUCT_MEAN in summary else []),
-        (
-            "weights",
-            f"{fmt(summary.get(col.SUM_CLIP_WEIGHT), 2)} / {fmt(summary.get(col.SUM_IS_WEIGHT), 2)}",
-            "CLIPScore / Inception in the total",
-        ),
+        _weights_card(summary),
     ]
     items = "".join(
         f'<div class="stat" data-key="{esc(name)}"><div class="stat-name">{esc(name)}</div>'

@@ -1,51 +1,19 @@
-"""From merged scores to decisions: regenerate flags, the per-category table and the run summary.
+"""From decided rows to the run's tables: the per-category table and the run summary.
 
-Pure functions over result_total rows (dicts of strings, as CSV gives them) and the
-Inception summary (result_is.json); main.py reads and writes the files.
+Pure functions over result_total rows (typed values, or strings as CSV gives them) and the
+Inception summary (result_is.json); the regenerate reasons themselves are metrics.decide's.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 from typing import Sequence
 
 from aigc_eval import columns as col
 from aigc_eval.product import names as pn
 
-DEFAULT_MIN_CLIP = 0.3  # the article's threshold for re-generation
-DEFAULT_MIN_CONFIDENCE = 0.15  # Inception top-1 probability; below it the product is rarely recognisable
 IMBALANCE_FACTOR = 2.0  # warn when one category holds more than this many times an even share
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When an ok image is flagged for regeneration."""
-
-    min_clip: float = DEFAULT_MIN_CLIP
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.min_clip <= 1.0:
-            raise ValueError(f"--min-clip must be a cosine between -1 and 1, got {self.min_clip}")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"--min-confidence must be a probability between 0 and 1, got {self.min_confidence}")
-
-
-def regenerate_reasons(row: dict[str, object], thresholds: Thresholds) -> str:
-    """Why an ok row's image should be regenerated ("; "-separated), or "" when it passes."""
-    if row.get(col.STATUS) != col.STATUS_OK:
-        return ""
-    reasons = []
-    clip = float(row[col.CLIP_SCORE])
-    if clip < thresholds.min_clip:
-        reasons.append(f"clip_score {clip:.3f} < {thresholds.min_clip:g}")
-    confidence = float(row[col.TOP1_CONFIDENCE])
-    if confidence < thresholds.min_confidence:
-        reasons.append(f"top1_confidence {confidence:.3f} < {thresholds.min_confidence:g}")
-    reasons += [issue for issue in str(row.get(pn.PRODUCT_ISSUES) or "").split(";") if issue]
-    return "; ".join(reasons)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from aigc_eval import exit_codes
 from aigc_eval import columns as col
 from aigc_eval import log
 from aigc_eval.generation.dubbo import DubboCallError
@@ -54,12 +55,12 @@ from aigc_eval.generation.state import (
 )
 from aigc_eval.io.csv_io import InputError, read_rows
 
-EXIT_OK = 0
-EXIT_ROW_ERRORS = 1  # the run finished; the error file has rows
-EXIT_USAGE = 2  # bad arguments or unusable input file; nothing was called
-EXIT_SERVICE = 4  # the service cannot be used (ZooKeeper, no provider, no such method); rows done so far are kept
-EXIT_LOCKED = 5  # another run is writing the same output or error file
-EXIT_INTERRUPTED = 130
+EXIT_OK = exit_codes.OK
+EXIT_ROW_ERRORS = exit_codes.GENERATE_ROW_ERRORS
+EXIT_USAGE = exit_codes.USAGE
+EXIT_SERVICE = exit_codes.GENERATE_SERVICE  # rows done so far are kept
+EXIT_LOCKED = exit_codes.GENERATE_LOCKED
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 FORMULA_PREFIXES = ("=", "+", "-", "@")
 # Prefix that Excel and LibreOffice treat as "this is text"; stripped again on read.
@@ -81,6 +81,11 @@ def read_rows(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     return header, rows
 
 
+def read_header(path: str | Path) -> list[str]:
+    """The header row of a CSV (empty when the file is empty); InputError as read_rows gives."""
+    return read_rows(path, [])[0]
+
+
 class AtomicCsvWriter:
     """Write rows to a temporary file beside `path`; `commit()` fsyncs and renames it into place.
 
@@ -88,8 +93,9 @@ class AtomicCsvWriter:
     temporary file, so the next stage never sees a half-written CSV.
     """
 
-    def __init__(self, path: str | Path, fieldnames: Sequence[str]):
+    def __init__(self, path: str | Path, fieldnames: Sequence[str], formats: Mapping[str, str] | None = None):
         self.path = Path(path)
+        self.formats = dict(formats or {})  # column -> format of its float values (".6f")
         self.fieldnames = list(fieldnames)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -100,7 +106,8 @@ class AtomicCsvWriter:
         self._done = False
 
     def write(self, row: dict[str, object]) -> None:
-        self._writer.writerow({key: neutralise_cell(row.get(key)) for key in self.fieldnames})
+        formats = self.formats
+        self._writer.writerow({key: neutralise_cell(_formatted(row.get(key), formats.get(key))) for key in self.fieldnames})
 
     def write_all(self, rows: Iterable[dict[str, object]]) -> None:
         for row in rows:
@@ -126,9 +133,14 @@ class AtomicCsvWriter:
             self.discard()
 
 
-def write_rows(path: str | Path, fieldnames: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
-    """Write all rows to `path` atomically."""
-    with AtomicCsvWriter(path, fieldnames) as writer:
+def _formatted(value: object, fmt: str | None) -> object:
+    return format(value, fmt) if fmt and isinstance(value, float) else value
+
+
+def write_rows(path: str | Path, fieldnames: Sequence[str], rows: Iterable[dict[str, object]],
+               formats: Mapping[str, str] | None = None) -> None:
+    """Write all rows to `path` atomically; float values of the columns in `formats` as given there."""
+    with AtomicCsvWriter(path, fieldnames, formats) as writer:
         writer.write_all(rows)
         writer.commit()
 

@@ -39,6 +39,7 @@ from .locate import Placement, known_placement
 PRODUCT_DECODE_SIZE = 512
 CUTOUT_CACHE_SIZE = 64  # prepared cut-outs kept per run: a product usually has several generated images
 RESULT_COLUMNS = [*n.PRODUCT_COLUMNS, n.PRODUCT_CROP_BOX, col.STATUS, col.ERROR]
+CUTOUT_KEY = "_cutout"  # not a column: the prepared Cutout, for metrics that build on the check
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ProductChecker:
             return self._status(col.STATUS_ERROR, f"cut-out {source}: {exc}")
         box = crop_box(result.placement, cut.source_size, canvas)
         return {**result.as_row(), n.PRODUCT_CROP_BOX: " ".join(map(str, box)) if box else "",
-                col.STATUS: col.STATUS_OK, col.ERROR: ""}
+                col.STATUS: col.STATUS_OK, col.ERROR: "", CUTOUT_KEY: cut}
 
     def failed(self, reason: str) -> dict[str, object]:
         """The result for a row whose generated image could not be fetched or decoded."""

@@ -67,6 +67,7 @@ NOTHING_VISUAL = "no visual description left after cleaning the prompt (see raw_
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_RESULT_COLUMNS = [col.CLIP_SCORE, col.PROMPT_TOKENS, col.PROMPT_TRUNCATED, col.STATUS, col.ERROR]
+CLIP_FORMATS = {col.CLIP_SCORE: ".6f"}  # how result_clip.csv writes the score
 
 
 def count_prompt_tokens(prompt: str) -> int:
@@ -193,7 +194,7 @@ class ClipScorer:
             prompts = [items[i].row[prompt_col].strip() for i, _ in scorable]
             scores = clip_score(torch.stack([emb for _, emb in scorable]), self.encode_texts(prompts))
             for (index, _), score in zip(scorable, scores.tolist()):
-                results[index].update({col.CLIP_SCORE: f"{score:.6f}", col.STATUS: col.STATUS_OK, col.ERROR: ""})
+                results[index].update({col.CLIP_SCORE: score, col.STATUS: col.STATUS_OK, col.ERROR: ""})
         return results
 
 
@@ -239,7 +240,7 @@ def evaluate_clipscore(
     prepared = prepare_rows(rows, image_col, [scorer], runtime.fetch, runtime.workers, Path(input_path).parent,
                             ahead=2 * runtime.batch_size)
     errors = 0
-    with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col)) as writer, \
+    with AtomicCsvWriter(output_path, clip_output_columns(header, id_col, prompt_col, image_col), CLIP_FORMATS) as writer, \
             ModelLanes(scorer.device) as lanes:
         with tqdm(total=len(rows), desc="CLIPScore", unit="img", disable=runtime.quiet) as progress:
             for row in score_rows_with_clip(prepared, scorer, prompt_col, runtime.batch_size, lanes):

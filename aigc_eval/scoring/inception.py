@@ -192,59 +192,73 @@ class InceptionScorer:
         """(ok rows, classes) logits in row order."""
         return torch.stack(self._logits) if self._logits else torch.empty(0, len(self.categories))
 
-    def _per_category(self, logits: torch.Tensor, category_col: str | None) -> dict[str, dict[str, object]]:
-        """One-split IS and image count of each category's ok rows (empty without a category column)."""
-        if not category_col or not any(category_col in row for row in self.rows):
-            return {}
-        ok_rows = [row for row, error in zip(self.rows, self.errors) if not error]
-        groups: dict[str, list[int]] = {}
-        for index, row in enumerate(ok_rows):
-            groups.setdefault(row.get(category_col, ""), []).append(index)
-        return {
-            name: {col.KEY_IS_MEAN: inception_score(logits[indices], splits=1)[0], col.KEY_NUM_IMAGES: len(indices)}
-            for name, indices in groups.items()
-        }
-
     def results(self, splits: int, category_col: str | None = None) -> tuple[list[dict[str, object]], dict[str, object]]:
         """Per-row result fields merged into each row, and the summary for result_is.json."""
-        logits = self.logits()
-        n = logits.shape[0]
-        used_splits = splits if n >= splits else 1  # fewer images than splits: one split is the only meaningful IS
-        summary: dict[str, object] = {
-            col.KEY_IS_MEAN: None, col.KEY_IS_STD: None, col.KEY_IS_CI_LOW: None, col.KEY_IS_CI_HIGH: None,
-            col.KEY_NUM_IMAGES: n, col.KEY_SPLITS: used_splits, col.KEY_NUM_CLASSES: len(self.categories),
-            col.KEY_NUM_ERRORS: len(self.rows) - n, "shuffle_seed": IS_SHUFFLE_SEED,
-            "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "model": "torchvision inception_v3 IMAGENET1K_V1",
-            col.KEY_WARNING: "", col.KEY_PER_CATEGORY: self._per_category(logits, category_col),
-        }
-        if n:
-            mean, std = inception_score(logits, splits=used_splits)
-            summary.update({col.KEY_IS_MEAN: mean, col.KEY_IS_STD: std})
-        if n >= 2:
-            low, high = inception_score_interval(logits, splits=used_splits, resamples=BOOTSTRAP_RESAMPLES)
-            summary.update({col.KEY_IS_CI_LOW: low, col.KEY_IS_CI_HIGH: high})
-        if n < col.IS_MIN_STABLE_IMAGES:
-            summary[col.KEY_WARNING] = (
-                f"only {n} images scored: IS needs more than {col.IS_MIN_STABLE_IMAGES} to be stable"
-                + (f"; splits reduced from {splits} to 1" if 0 < n < splits else "")
-            )
-        probs = logits.double().softmax(dim=1)
-        confidence, top1 = probs.max(dim=1) if n else (torch.empty(0), torch.empty(0, dtype=torch.long))
-        kl = per_image_kl(logits) if n else torch.empty(0)
-        out, k = [], 0
-        for row, error in zip(self.rows, self.errors):
-            if error:
-                result = {col.STATUS: col.STATUS_ERROR, col.ERROR: error}
-            else:
-                cls = int(top1[k])
-                result = {
-                    col.TOP1_CLASS: cls, col.TOP1_LABEL: self.categories[cls],
-                    col.TOP1_CONFIDENCE: f"{float(confidence[k]):.6f}", col.KL: f"{float(kl[k]):.6f}",
-                    col.STATUS: col.STATUS_OK, col.ERROR: "",
-                }
-                k += 1
-            out.append({**row, **result})
-        return out, summary
+        fields, summary = inception_summary(self.logits(), self.rows, self.errors, self.categories, splits, category_col)
+        return [{**row, **f} for row, f in zip(self.rows, fields)], summary
+
+
+def top1_fields(logits: torch.Tensor, categories: Sequence[str]) -> dict[str, object]:
+    """top1_class, top1_label and top1_confidence (the largest softmax probability, float64) of
+    one image's logits."""
+    confidence, top1 = logits.double().softmax(dim=-1).max(dim=-1)
+    cls = int(top1)
+    return {col.TOP1_CLASS: cls, col.TOP1_LABEL: categories[cls], col.TOP1_CONFIDENCE: float(confidence)}
+
+
+def _per_category(logits: torch.Tensor, rows: Sequence[dict[str, str]], errors: Sequence[str],
+                  category_col: str | None) -> dict[str, dict[str, object]]:
+    """One-split IS and image count of each category's ok rows (empty without a category column)."""
+    if not category_col or not any(category_col in row for row in rows):
+        return {}
+    ok_rows = [row for row, error in zip(rows, errors) if not error]
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(ok_rows):
+        groups.setdefault(row.get(category_col, ""), []).append(index)
+    return {
+        name: {col.KEY_IS_MEAN: inception_score(logits[indices], splits=1)[0], col.KEY_NUM_IMAGES: len(indices)}
+        for name, indices in groups.items()
+    }
+
+
+def inception_summary(logits: torch.Tensor, rows: Sequence[dict[str, str]], errors: Sequence[str],
+                      categories: Sequence[str], splits: int, category_col: str | None = None,
+                      ) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Each row's result fields (typed; top1 and KL against the mean prediction of all ok rows)
+    and the run's summary (result_is.json) from the (ok rows, classes) `logits`, in row order;
+    `errors[i]` is row i's image error ("" when it has logits)."""
+    n = logits.shape[0]
+    used_splits = splits if n >= splits else 1  # fewer images than splits: one split is the only meaningful IS
+    summary: dict[str, object] = {
+        col.KEY_IS_MEAN: None, col.KEY_IS_STD: None, col.KEY_IS_CI_LOW: None, col.KEY_IS_CI_HIGH: None,
+        col.KEY_NUM_IMAGES: n, col.KEY_SPLITS: used_splits, col.KEY_NUM_CLASSES: len(categories),
+        col.KEY_NUM_ERRORS: len(rows) - n, "shuffle_seed": IS_SHUFFLE_SEED,
+        "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "model": "torchvision inception_v3 IMAGENET1K_V1",
+        col.KEY_WARNING: "", col.KEY_PER_CATEGORY: _per_category(logits, rows, errors, category_col),
+    }
+    if n:
+        mean, std = inception_score(logits, splits=used_splits)
+        summary.update({col.KEY_IS_MEAN: mean, col.KEY_IS_STD: std})
+    if n >= 2:
+        low, high = inception_score_interval(logits, splits=used_splits, resamples=BOOTSTRAP_RESAMPLES)
+        summary.update({col.KEY_IS_CI_LOW: low, col.KEY_IS_CI_HIGH: high})
+    if n < col.IS_MIN_STABLE_IMAGES:
+        summary[col.KEY_WARNING] = (
+            f"only {n} images scored: IS needs more than {col.IS_MIN_STABLE_IMAGES} to be stable"
+            + (f"; splits reduced from {splits} to 1" if 0 < n < splits else "")
+        )
+    kl = per_image_kl(logits).tolist() if n else []
+    out, k = [], 0
+    for error in errors:
+        if error:
+            out.append({col.STATUS: col.STATUS_ERROR, col.ERROR: error})
+        else:
+            out.append({**top1_fields(logits[k], categories), col.KL: kl[k], col.STATUS: col.STATUS_OK, col.ERROR: ""})
+            k += 1
+    return out, summary
+
+
+IS_FORMATS = {col.TOP1_CONFIDENCE: ".6f", col.KL: ".6f"}
 
 
 def is_output_columns(header: Sequence[str], id_col: str, prompt_col: str, image_col: str) -> list[str]:
@@ -264,7 +278,7 @@ def write_is_outputs(
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Write result_is.csv, result_is.json and optionally the logits .npy; return rows and summary."""
     rows, summary = scorer.results(splits, category_col)
-    write_rows(output_path, is_output_columns(header, *columns_), rows)
+    write_rows(output_path, is_output_columns(header, *columns_), rows, IS_FORMATS)
     write_text_atomic(summary_path_for(output_path), json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     if save_logits:
         buffer = io.BytesIO()

@@ -1,4 +1,4 @@
-"""Pure metric maths: embeddings to CLIPScore, logits to Inception Score, scores to a total.
+"""Pure metric maths: embeddings to CLIPScore, logits to Inception Score, scores to 0..1 terms.
 
 No model loading and no I/O here; every function states the exact definition it computes.
 """
@@ -129,22 +129,6 @@ def normalise_kl(kl: float, num_classes: int) -> float:
     a single image can exceed it slightly, hence the clip.
     """
     return min(max(kl / math.log(num_classes), 0.0), 1.0)
-
-
-def weighted_total(clip_norm: float, is_norm: float, clip_weight: float, is_weight: float,
-                   product: float | None = None, product_weight: float = 0.0) -> float:
-    """(clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight), in 0..1; with a
-    `product` score (0..1), (clip_weight * clip_norm + is_weight * is_norm + product_weight *
-    product) / (clip_weight + is_weight + product_weight)."""
-    if clip_weight < 0 or is_weight < 0 or product_weight < 0:
-        raise ValueError(f"weights must not be negative, got clip_weight={clip_weight}, is_weight={is_weight} "
-                         f"and product_weight={product_weight}")
-    if clip_weight + is_weight == 0:
-        raise ValueError("clip_weight and is_weight are both 0; give at least one a positive weight")
-    if product is None:
-        return (clip_weight * clip_norm + is_weight * is_norm) / (clip_weight + is_weight)
-    return (clip_weight * clip_norm + is_weight * is_norm + product_weight * product) / (
-        clip_weight + is_weight + product_weight)
 
 
 def kl_to_marginal(logits: torch.Tensor, marginal: torch.Tensor) -> torch.Tensor:

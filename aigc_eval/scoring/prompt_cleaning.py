@@ -45,6 +45,7 @@ class PromptRules:
     dropped_roles: frozenset[str]
     transcript_tag: re.Pattern
     transcript_roles: dict[str, str]
+    regenerate_clauses: tuple[re.Pattern, ...] = ()  # commands asking for another image (optional key)
 
 
 def _compile(patterns: Iterable[str], template: str) -> tuple[re.Pattern, ...]:
@@ -70,6 +71,7 @@ def load_rules(path: Path | None = None) -> PromptRules:
             dropped_roles=frozenset(k.lower() for k in raw["dropped_roles"]),
             transcript_tag=re.compile(rf"(?:^|(?<=[\s。！？.!?]))[\[<【(]?({tag})[\]>】)]?\s*[:：]", re.IGNORECASE),
             transcript_roles=roles,
+            regenerate_clauses=_compile(raw.get("regenerate_clauses", []), r"^(?:请|麻烦|帮我|给我|please )?(?:{})$"),
         )
     except (OSError, ValueError, KeyError, TypeError, re.error) as exc:
         raise ValueError(f"{path}: not a usable prompt rules file ({type(exc).__name__}: {exc})") from None
@@ -222,6 +224,28 @@ def clean_prompt(raw: str, rules: PromptRules | None = None) -> str:
         return ""
     except Exception:  # whatever arrives, a prompt that cannot be understood scores as "nothing visual"
         return ""
+
+
+def is_regenerate_request(raw: str, rules: PromptRules | None = None) -> bool:
+    """True when the raw prompt's last user turn asks for another image: one of its clauses (before
+    or after request phrasing is stripped) is a regenerate clause ("不好看，重新生成", "再来一张，换成
+    雪地背景", "generate another one"). Acknowledgements ("好的", "ok") are commands but not
+    regenerate requests. Never raises; False for what cannot be read."""
+    try:
+        rules = rules or load_rules()
+        turns = _user_turns(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False), rules)
+        if not turns or not rules.regenerate_clauses:
+            return False
+        text = turns[-1] if isinstance(turns[-1], str) else str(turns[-1])
+        for pattern in rules.markup:
+            text = pattern.sub(" ", text)
+        for clause in CLAUSE_SPLIT.split(text):
+            clause = re.sub(r"\s+", " ", clause).strip(EDGE_CHARS)
+            if clause and any(p.match(c) for c in (clause, _strip_request(clause, rules)) for p in rules.regenerate_clauses):
+                return True
+        return False
+    except Exception:  # a prompt that cannot be understood is not a retry
+        return False
 
 
 def label_subject(prompt: str, category: str, subjects: dict[str, str]) -> str:

@@ -138,7 +138,7 @@ def reference_features(core: ScoringCore, rows: Sequence[dict[str, str]], image_
     """Features of the reference images, through the core (fetch path, score cache, lanes)."""
     features = FeatureSet(id_col=id_col, category_col=category_col)
     # No prompt column: only the images are embedded (CLIPScore itself is not wanted here).
-    for _, scored in core.score(core.prepare(rows, image_col, base_dir), prompt_col="\0no prompt"):
+    for _, scored in core.score(core.prepare(rows, image_col, base_dir, checks=False), prompt_col="\0no prompt"):
         features.add(scored)
     log.info("reference: %d images, %d could not be used", len(features.ids), features.errors)
     return features

@@ -25,6 +25,7 @@ from pydantic import Discriminator, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc_eval import columns as col
+from aigc_eval.metrics.registry import create_metrics
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.model_loading import inception_categories
 from aigc_eval.service.batcher import DeadlineExceeded, DynamicBatcher, QueueFull
@@ -88,7 +89,8 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
                 if settings.reference_marginal is not None else None)
     runtime = dataclasses.replace(settings.runtime, fetch=dataclasses.replace(
         settings.runtime.fetch, public_urls_only=not settings.allow_private_urls))
-    product = dataclasses.replace(settings.product, product_col=col.PRODUCT_IMAGE_URL)
+    scorers = create_metrics(settings.metric_names(), settings.metric_setup(runtime, marginal),
+                             explicit=settings.metrics is not None)
     metrics, state = Metrics(), ServiceState()
 
     def on_batch(size: int, seconds: float) -> None:
@@ -96,12 +98,14 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
         metrics.batch_seconds.observe(seconds)
         if state.service is not None:
             core = state.service.core
-            metrics.count_cache("clip", core.clip.reused, core.clip.computed)
-            metrics.count_cache("inception", core.inception.reused, core.inception.computed)
+            for name, scorer in (("clip", core.clip), ("inception", core.inception)):
+                if scorer is not None:
+                    metrics.count_cache(name, scorer.reused, scorer.computed)
 
     def load_models(core: ScoringCore) -> None:
-        core.clip.model.get()
-        core.inception.model.get()
+        for metric in core.metrics.values():
+            for load in metric.warm_up():
+                load()
 
     async def warm(core: ScoringCore) -> None:
         try:
@@ -117,8 +121,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         stack = contextlib.ExitStack()
-        opened = ScoringCore.open(model_name=settings.model_name, model_dir=settings.model_dir,
-                                  weights=settings.weights, runtime=runtime, product=product)
+        opened = ScoringCore.open(scorers, runtime)
         core = await asyncio.to_thread(stack.enter_context, opened)  # may download weights: not on the loop
         stack.callback(sys.setswitchinterval, sys.getswitchinterval())  # process-wide: put back on the way out
         sys.setswitchinterval(SWITCH_INTERVAL_S)

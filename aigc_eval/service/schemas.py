@@ -60,6 +60,16 @@ class Components(BaseModel):
     clip_weight: float
     is_weight: float
     product_weight: float
+    terms: dict[str, float] = Field(default_factory=dict, description="every term in total_score, by metric")
+    weights: dict[str, float] = Field(default_factory=dict, description="the weight each of those terms had")
+
+
+class MetricOutcome(BaseModel):
+    """One metric's result for the item (every registered metric that ran, plugins included)."""
+
+    status: Status
+    error: str | None = None
+    values: dict[str, float | int | bool | str | None] = Field(default_factory=dict)
 
 
 class ItemResult(BaseModel):
@@ -82,6 +92,7 @@ class ItemResult(BaseModel):
     is_term: str = Field(description="whether the Inception term is in total_score, and why not")
     product: ProductCheck | None = Field(None, description="present when product_image_url was given")
     regenerate: list[str] = Field(default_factory=list, description="reasons to generate the image again; [] passes")
+    metrics: dict[str, MetricOutcome] = Field(default_factory=dict, description="each metric's own result, by name")
 
 
 class ScoreResponse(BaseModel):

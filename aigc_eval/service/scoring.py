@@ -1,5 +1,6 @@
 """The service's side of scoring: request items to rows, rows through the scoring core that
-main.py --input uses (ScoringCore), and ScoredRows to results with the batch merge's decisions.
+main.py --input uses (ScoringCore), and ScoredRows to results with the one decision function
+(metrics.decide) that the batch run and the stream use.
 
 One image has no batch to take an Inception Score against, so its Inception term is
 KL(p(y|x) || p_ref(y)) against a reference marginal (metrics.kl_to_marginal); without one the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,23 +22,22 @@ import numpy as np
 import torch
 
 from aigc_eval import columns as col
-from aigc_eval.decisions.rules import Thresholds, regenerate_reasons
+from aigc_eval.metrics.base import MetricResult
+from aigc_eval.metrics.decide import decide, decision_settings
+from aigc_eval.metrics.registry import default_metric_names, metric_templates
+from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.product import names as pn
 from aigc_eval.product.stage import ProductOptions
 from aigc_eval.scoring.core import ScoredRow, ScoringCore
-from aigc_eval.scoring.metrics import (
-    DEFAULT_CLIP_CEILING,
-    kl_to_marginal,
-    normalise_clip,
-    normalise_kl,
-    weighted_total,
-)
+from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
+from aigc_eval.scoring.result_files import PRODUCT_METRICS
 from aigc_eval.scoring.runtime import RuntimeOptions
 from aigc_eval.service.schemas import (
     IS_TERM_OMITTED,
     Components,
     ItemResult,
+    MetricOutcome,
     ProductCheck,
     ScoreItem,
 )
@@ -65,10 +66,9 @@ class ServiceSettings:
     runtime: RuntimeOptions
     product: ProductOptions = field(default_factory=ProductOptions)
     cleaning: CleaningOptions = field(default_factory=CleaningOptions)
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    clip_weight: float = 0.6
-    is_weight: float = 0.4
-    product_weight: float = 0.5
+    metrics: tuple[str, ...] | None = None  # None: every registered metric
+    metric_weights: dict[str, float] = field(default_factory=dict)  # --weight NAME=W over the defaults
+    thresholds: dict[str, str] = field(default_factory=dict)  # --threshold NAME.RULE=V over the defaults
     clip_ceiling: float = DEFAULT_CLIP_CEILING
     max_wait_ms: float = 10.0
     max_queue: int = 64
@@ -79,11 +79,23 @@ class ServiceSettings:
     allow_private_urls: bool = False
 
     def __post_init__(self) -> None:
-        weighted_total(0.0, 0.0, self.clip_weight, self.is_weight, 0.0, self.product_weight)  # checks the weights
-        if self.reference_marginal is None and self.clip_weight <= 0:
-            raise ValueError("--clip-weight must be positive without --reference-marginal (the IS term is left out)")
+        metrics = metric_templates(self.metric_names())
+        settings = decision_settings(metrics, self.metric_weights, self.thresholds)  # checks names and values
+        if self.reference_marginal is None and not any(settings.weight(n) > 0 for n in metrics if n != "inception"):
+            raise ValueError("without --reference-marginal the Inception term is left out: give another metric "
+                             "(--clip-weight) a positive weight")
         if self.max_queue < 1 or self.deadline_s <= 0 or self.max_wait_ms < 0 or self.max_body_bytes < 1:
             raise ValueError("--max-queue, --deadline-s and --max-body-mb must be positive, --max-wait-ms not negative")
+
+    def metric_names(self) -> list[str]:
+        return list(self.metrics) if self.metrics is not None else default_metric_names()
+
+    def metric_setup(self, runtime: RuntimeOptions, marginal: torch.Tensor | None) -> MetricSetup:
+        """The metrics' setup: cut-outs read from product_image_url, one image's IS term against `marginal`."""
+        product = dataclasses.replace(self.product, product_col=col.PRODUCT_IMAGE_URL)
+        return MetricSetup(runtime=runtime, model_name=self.model_name, model_dir=self.model_dir, weights=self.weights,
+                           clip_ceiling=self.clip_ceiling, product=product, reference_marginal=marginal,
+                           category_col=col.CATEGORY)
 
 
 def load_reference_marginal(path: Path, num_classes: int) -> torch.Tensor:
@@ -126,11 +138,6 @@ def _data_uri(value: str, where: str) -> str:
     return f"data:;base64,{payload}"
 
 
-def _round6(value: float) -> float:
-    """As result CSVs write numbers (%.6f), so the service and a batch run give equal values."""
-    return float(f"{value:.6f}")
-
-
 def _finite(value: object) -> object:
     """A JSON-safe measurement: numpy scalars as Python ones, NaN and infinities as null."""
     value = value.item() if isinstance(value, np.generic) else value
@@ -150,10 +157,7 @@ class ScoringService:
 
     def __init__(self, core: ScoringCore, settings: ServiceSettings, marginal: torch.Tensor | None):
         self.core, self.settings, self.marginal = core, settings, marginal
-        # One for the service's life: its bounded cache of prepared cut-outs (decoded, keypoints)
-        # then serves every request that names a cut-out seen before, not only its own batch.
-        self.checker = core.checker(None)
-        self.num_classes = len(core.inception.categories)
+        self.decision = decision_settings(core.metrics, settings.metric_weights, settings.thresholds)
         self.cleaning = CleaningOptions(settings.cleaning.enabled, settings.cleaning.rules_path,
                                         settings.cleaning.subjects_path, col.CATEGORY)
         self.is_term = (f"included: KL to the reference marginal {Path(settings.reference_marginal).name}"
@@ -174,16 +178,16 @@ class ScoringService:
         return clean_rows(rows, col.PROMPT, self.cleaning, col.RAW_PROMPT)
 
     def process(self, rows: list[dict[str, str]]) -> list[ItemResult]:
-        """Score one batch through the core: rows with a cut-out get the product check (decoded
-        at its size, as main.py --input does for inputs with the cut-out column), the others not."""
+        """Score one batch through the core: rows with a cut-out get the product check (decoded at
+        its size, as main.py --input does for inputs with the cut-out column), the others not."""
         core = self.core
-        if len(core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
+        if core.clip is not None and len(core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
             core.clip.text_embeddings.clear()
         with_cutout = [i for i, row in enumerate(rows) if row[col.PRODUCT_IMAGE_URL]]
         without = [i for i, row in enumerate(rows) if not row[col.PRODUCT_IMAGE_URL]]
-        groups = [([rows[i] for i in with_cutout], self.checker), ([rows[i] for i in without], None)]
+        groups = [([rows[i] for i in with_cutout], ()), ([rows[i] for i in without], PRODUCT_METRICS)]
         with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:  # both groups fetch at once
-            futures = [pool.submit(lambda g: list(core.prepare(g[0], col.IMAGE_URL, None, g[1])), group)
+            futures = [pool.submit(lambda g: list(core.prepare(g[0], col.IMAGE_URL, None, without=g[1])), group)
                        for group in groups if group[0]]
             prepared = [item for future in futures for item in future.result()]
         order = with_cutout + without
@@ -194,50 +198,38 @@ class ScoringService:
         return results  # type: ignore[return-value]
 
     def result(self, scored: ScoredRow) -> ItemResult:
-        """One row's result: the core's fields, the Inception term, and the batch merge's
-        normalisation, weighted total and regenerate reasons."""
-        s, row, clip = self.settings, scored.row, scored.clip
+        """One row's result: every metric's values and metrics.decide's total and reasons."""
+        row, results = scored.row, scored.results
+        clip = results.get("clip", MetricResult()).values
+        inception = results.get("inception", MetricResult()).values
+        truncated = clip.get(col.PROMPT_TRUNCATED)
         out: dict[str, object] = {
             "id": row.get(col.ID) or None, "prompt": row.get(col.PROMPT, ""), "raw_prompt": row.get(col.RAW_PROMPT, ""),
             "clip_score": _number(clip.get(col.CLIP_SCORE)), "prompt_tokens": clip.get(col.PROMPT_TOKENS),
-            "prompt_truncated": (str(clip[col.PROMPT_TRUNCATED]) == "true") if col.PROMPT_TRUNCATED in clip else None,
-            "is_term": self.is_term, "product": self._product(scored.product) if scored.product else None,
+            "prompt_truncated": str(truncated) == "true" if truncated is not None else None,
+            "is_term": self.is_term, "product": self._product(scored) if "product" in results else None,
+            "top1_class": inception.get(col.TOP1_CLASS), "top1_label": inception.get(col.TOP1_LABEL),
+            "top1_confidence": _number(inception.get(col.TOP1_CONFIDENCE)), "kl": _number(inception.get(col.KL)),
+            "metrics": {name: MetricOutcome(status=r.status, error=r.error or None,  # type: ignore[arg-type]
+                                            values={k: _finite(v) for k, v in r.values.items()})
+                        for name, r in results.items()},
         }
-        if scored.logits is not None:
-            probs = scored.logits.unsqueeze(0).double().softmax(dim=1)
-            confidence, top1 = probs.max(dim=1)
-            cls = int(top1[0])
-            out.update(top1_class=cls, top1_label=self.core.inception.categories[cls],
-                       top1_confidence=_round6(float(confidence[0])))
-            if self.marginal is not None:
-                out["kl"] = _round6(float(kl_to_marginal(scored.logits.unsqueeze(0), self.marginal)[0]))
-        if scored.logits is None or clip.get(col.STATUS) == col.STATUS_ERROR:
-            return ItemResult(**out, status="error", error=str(clip.get(col.ERROR) or scored.error or "not scored"))
-        if clip.get(col.STATUS) == col.STATUS_SKIPPED:
-            return ItemResult(**out, status="skipped", error=str(clip.get(col.ERROR) or "skipped"))
-        # As decisions.merge: norms from the written (6-digit) scores, the product term from the
-        # written norms; without a reference marginal the IS term has weight 0.
-        is_weight = s.is_weight if self.marginal is not None else 0.0
-        clip_norm = normalise_clip(float(out["clip_score"]), s.clip_ceiling)  # type: ignore[arg-type]
-        is_norm = normalise_kl(float(out["kl"]), self.num_classes) if self.marginal is not None else 0.0  # type: ignore[arg-type]
-        total = weighted_total(clip_norm, is_norm, s.clip_weight, is_weight)
-        product = scored.product
-        product_score = _number(product.get(pn.PRODUCT_SCORE)) if product.get(col.STATUS) == col.STATUS_OK else None
-        if product_score is not None:
-            total = weighted_total(_round6(clip_norm), _round6(is_norm), s.clip_weight, is_weight, product_score,
-                                   s.product_weight)
-        decided = {col.STATUS: col.STATUS_OK, col.CLIP_SCORE: out["clip_score"],
-                   col.TOP1_CONFIDENCE: out["top1_confidence"], pn.PRODUCT_ISSUES: product.get(pn.PRODUCT_ISSUES, "")}
-        reasons = regenerate_reasons(decided, s.thresholds)
+        decision = decide(self.core.metrics, results, self.decision, label=None)
+        if decision.status != col.STATUS_OK:
+            return ItemResult(**out, status=decision.status, error=decision.error or scored.error or "not scored")
+        terms, weights = decision.terms, decision.weights
         components = Components(
-            clip_norm=_round6(clip_norm), is_norm=_round6(is_norm) if self.marginal is not None else None,
-            product_score=product_score, clip_weight=s.clip_weight, is_weight=is_weight,
-            product_weight=s.product_weight if product_score is not None else 0.0)
-        return ItemResult(**out, status="ok", total_score=_round6(total), components=components,
-                          regenerate=reasons.split("; ") if reasons else [])
+            clip_norm=_number(clip.get(col.CLIP_NORM)), is_norm=terms.get("inception"),
+            product_score=terms.get("product"), clip_weight=weights.get("clip", 0.0),
+            is_weight=weights.get("inception", 0.0), product_weight=weights.get("product", 0.0),
+            terms=terms, weights=weights)
+        return ItemResult(**out, status="ok", total_score=decision.total, components=components,
+                          regenerate=decision.regenerate)
 
     @staticmethod
-    def _product(fields: dict[str, object]) -> ProductCheck:
+    def _product(scored: ScoredRow) -> ProductCheck:
+        fields = scored.fields("product")
+        fields.update(scored.results["product_clip"].values if "product_clip" in scored.results else {})
         issues = str(fields.get(pn.PRODUCT_ISSUES) or "")
         box = str(fields.get(pn.PRODUCT_CROP_BOX) or "").split()
         return ProductCheck(

@@ -7,10 +7,11 @@ A failed or unanswered MPUB is retried with backoff (1 s doubling to 60 s) while
 runs; what is still unmarked when it stops (or dies) is published again when a worker with
 the same --worker-name starts. Downstream dedups on `id` (a result may come twice).
 
-The total: merge.py's total_score needs the batch's marginal for its IS term, which a stream
-does not have, so the published total leaves the IS term out (weight 0), as the HTTP service
-does without a reference marginal: (clip_weight * clip_norm [+ product_weight * product_score])
-/ (clip_weight [+ product_weight]). main.py --shards gives the batch total with the IS term.
+The total and the reasons come from metrics.decide, as the batch run's and the service's do.
+The Inception term needs the batch's marginal, which a stream does not have, so the published
+total leaves it out, as the service does without a reference marginal: (clip_weight *
+clip_norm [+ product_weight * product_score]) / (clip_weight [+ product_weight]). main.py
+--shards gives the batch total with the IS term.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Sequence
 
 import nsq
 
 from aigc_eval import columns as col
 from aigc_eval.collection.listener import close_quietly
-from aigc_eval.decisions.rules import Thresholds, regenerate_reasons
+from aigc_eval.metrics.base import Metric, MetricResult
+from aigc_eval.metrics.decide import DecisionSettings, decide, decision_settings
+from aigc_eval.metrics.registry import create_metrics, default_metric_names
+from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.product import names as pn
-from aigc_eval.scoring.metrics import (
-    DEFAULT_CLIP_CEILING,
-    normalise_clip,
-    weighted_total,
-)
+from aigc_eval.scoring.metrics import DEFAULT_CLIP_CEILING
 
 log = logging.getLogger("aigc_eval")
 
@@ -40,63 +41,75 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between publish retries, doubling
 MPUB_CHUNK = 100  # results per MPUB
 
 
+SHARD_METRICS = ("clip", "inception", "product")  # the metrics a shard row has columns for
+
+
 @dataclass(frozen=True)
 class ResultSettings:
-    """How a result message's total and regenerate reasons are computed (main.py's flags)."""
+    """How a result message's total and regenerate reasons are computed (main.py's decision flags)."""
 
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    clip_weight: float = 0.6
-    product_weight: float = 0.5
+    weights: dict[str, float] = field(default_factory=dict)  # --weight NAME=W over the defaults
+    thresholds: dict[str, str] = field(default_factory=dict)  # --threshold NAME.RULE=V over the defaults
+    metrics: tuple[str, ...] | None = None
     clip_ceiling: float = DEFAULT_CLIP_CEILING
 
+    def __post_init__(self) -> None:
+        self.decision  # checks the names and values now, not at the first message
 
-def _number(text: object) -> float | None:
-    try:
-        return float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+    @cached_property
+    def templates(self) -> dict[str, Metric]:
+        names = [n for n in (self.metrics or default_metric_names()) if n in SHARD_METRICS]
+        return create_metrics(names, MetricSetup(clip_ceiling=self.clip_ceiling))
+
+    @cached_property
+    def decision(self) -> DecisionSettings:
+        return decision_settings(self.templates, self.weights, self.thresholds)
 
 
-def _integer(text: object) -> int | None:
-    number = _number(text)
-    return int(number) if number is not None else None
+def _integer(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
 
 
-def _status(row: dict[str, str]) -> tuple[str, str]:
-    """The image's status and error as decisions.merge.merge_pair would give them."""
-    if row.get(col.IMAGE_ERROR):
-        return col.STATUS_ERROR, row[col.IMAGE_ERROR]
-    return row.get(col.STATUS) or col.STATUS_ERROR, row.get(col.ERROR, "")
+def shard_results(row: dict[str, str], metrics: dict[str, Metric]) -> dict[str, MetricResult]:
+    """The metrics' results of one shard row, each parsed by its metric: CLIP's status is the
+    row's, Inception's ok unless the image failed, the product check's its own columns'. A cell
+    that does not parse makes that metric's result an error (a message is still published)."""
+    image_error = row.get(col.IMAGE_ERROR, "")
+    sources = {"clip": (col.STATUS_ERROR, image_error) if image_error else (row.get(col.STATUS, ""), row.get(col.ERROR, "")),
+               "inception": (col.STATUS_ERROR, image_error) if image_error else (col.STATUS_OK, ""),
+               "product": (row.get(col.PRODUCT_STATUS, ""), row.get(col.PRODUCT_ERROR, ""))}
+    results = {}
+    for name, metric in metrics.items():
+        if name not in sources or not sources[name][0]:
+            continue
+        try:
+            results[name] = metric.from_text(row, *sources[name])
+        except ValueError as exc:
+            results[name] = MetricResult(col.STATUS_ERROR, f"unreadable shard row: {exc}")
+    return results
 
 
 def result_message(row: dict[str, str], settings: ResultSettings) -> dict[str, object]:
     """The JSON object published for one shard row; it carries the image URL (and category), so
     message_listener.py --map id=id can collect the result topic into a CSV (docs/streaming.md)."""
-    status, error = _status(row)
-    product_ok = row.get(col.PRODUCT_STATUS) == col.STATUS_OK
+    results = shard_results(row, settings.templates)
+    decision = decide(settings.templates, results, settings.decision, label=None)
+    clip, inception = (results.get(n, MetricResult()).values for n in ("clip", "inception"))
+    product = results.get("product")
     scores = {
-        col.CLIP_SCORE: _number(row.get(col.CLIP_SCORE)), col.PROMPT_TOKENS: _integer(row.get(col.PROMPT_TOKENS)),
-        col.TOP1_CLASS: _integer(row.get(col.TOP1_CLASS)), col.TOP1_LABEL: row.get(col.TOP1_LABEL) or None,
-        col.TOP1_CONFIDENCE: _number(row.get(col.TOP1_CONFIDENCE)),
-        pn.PRODUCT_SCORE: _number(row.get(pn.PRODUCT_SCORE)) if product_ok else None,
+        col.CLIP_SCORE: clip.get(col.CLIP_SCORE), col.PROMPT_TOKENS: _integer(clip.get(col.PROMPT_TOKENS)),
+        col.TOP1_CLASS: _integer(inception.get(col.TOP1_CLASS)), col.TOP1_LABEL: inception.get(col.TOP1_LABEL) or None,
+        col.TOP1_CONFIDENCE: inception.get(col.TOP1_CONFIDENCE),
+        pn.PRODUCT_SCORE: product.values.get(pn.PRODUCT_SCORE) if product is not None and product.ok else None,
         pn.PRODUCT_ISSUES: [i for i in (row.get(pn.PRODUCT_ISSUES) or "").split(";") if i],
         col.PRODUCT_STATUS: row.get(col.PRODUCT_STATUS) or None,
     }
-    total, reasons = None, ""
-    if status == col.STATUS_OK:
-        # As decisions.merge: the norm from the written 6-digit score, the product term beside it.
-        clip_norm = float(f"{normalise_clip(float(row[col.CLIP_SCORE]), settings.clip_ceiling):.6f}")
-        product = scores[pn.PRODUCT_SCORE] if product_ok else None
-        if settings.clip_weight > 0:
-            total = round(weighted_total(clip_norm, 0.0, settings.clip_weight, 0.0, product,  # type: ignore[arg-type]
-                                         settings.product_weight if product is not None else 0.0), 6)
-        reasons = regenerate_reasons({**row, col.STATUS: status}, settings.thresholds)
     return {
         col.KEY_RESULT_ID: row[col.ID], col.KEY_RESULT_REQUEST_ID: row.get(col.REQUEST_ID, ""),
         col.KEY_RESULT_IMAGE_URL: row.get(col.IMAGE_URL, ""), col.KEY_RESULT_CATEGORY: row.get(col.CATEGORY) or None,
-        col.KEY_RESULT_WORKER: row.get(col.WORKER, ""), col.KEY_RESULT_STATUS: status, col.KEY_RESULT_ERROR: error,
-        col.KEY_RESULT_SCORES: scores, col.KEY_RESULT_TOTAL: total, col.KEY_RESULT_IS_TERM: IS_TERM_OMITTED,
-        col.KEY_RESULT_REGENERATE: reasons.split("; ") if reasons else [],
+        col.KEY_RESULT_WORKER: row.get(col.WORKER, ""), col.KEY_RESULT_STATUS: decision.status,
+        col.KEY_RESULT_ERROR: decision.error, col.KEY_RESULT_SCORES: scores, col.KEY_RESULT_TOTAL: decision.total,
+        col.KEY_RESULT_IS_TERM: IS_TERM_OMITTED, col.KEY_RESULT_REGENERATE: decision.regenerate,
         col.KEY_RESULT_NSQ_MESSAGE_ID: row.get(col.NSQ_MESSAGE_ID, ""), col.KEY_RESULT_SCORED_AT: row.get(col.SCORED_AT, ""),
     }
 

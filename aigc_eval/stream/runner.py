@@ -26,7 +26,7 @@ from aigc_eval.collection.listener import (
 from aigc_eval.io.append_log import DeadLetterLog, OutputLock
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.prompt_cleaning import CleaningOptions
-from aigc_eval.stream.publish import Publisher, ResultSettings
+from aigc_eval.stream.publish import SHARD_METRICS, Publisher, ResultSettings
 from aigc_eval.stream.scoring import BatchScorer
 from aigc_eval.stream.shards import ShardPaths, ShardStore
 from aigc_eval.stream.worker import StreamStats, StreamWorker
@@ -45,6 +45,19 @@ class ScoringSettings:
     runtime: object  # RuntimeOptions
     product: object | None = None  # ProductOptions; None: no product checks
     cleaning: CleaningOptions = field(default_factory=CleaningOptions)
+    metrics: tuple[str, ...] | None = None  # None: every registered metric a shard carries
+
+    def create_metrics(self) -> dict:
+        """The metrics a worker runs: the chosen ones that a shard has columns for (CLIP, Inception
+        and, with product checks, the product check), built for scoring."""
+        from aigc_eval.metrics.registry import create_metrics, default_metric_names
+        from aigc_eval.metrics.setup import MetricSetup
+
+        names = [n for n in (self.metrics or default_metric_names()) if n in SHARD_METRICS
+                 and (self.product is not None or n != "product")]
+        setup = MetricSetup(runtime=self.runtime, model_name=self.model_name, model_dir=self.model_dir,  # type: ignore[arg-type]
+                            weights=self.weights, product=self.product or MetricSetup().product)  # type: ignore[arg-type]
+        return create_metrics(names, setup, explicit=self.metrics is not None)
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,7 @@ def run_stream(options: StreamOptions, handle_signals: bool = True) -> StreamSta
             if options.nsq.max_in_flight < 2 * s.runtime.batch_size:
                 log.warning("--max-in-flight %d is under twice --batch-size %d: a batch cannot fill while the models "
                             "run the one before it", options.nsq.max_in_flight, s.runtime.batch_size)
-            with ScoringCore.open(model_name=s.model_name, model_dir=s.model_dir, weights=s.weights, runtime=s.runtime,
-                                  product=s.product) as core:
+            with ScoringCore.open(s.create_metrics(), s.runtime) as core:  # type: ignore[arg-type]
                 scorer = BatchScorer(core, s.cleaning, options.paths.worker)
                 scorer.warm_up()
                 worker = StreamWorker(store, dead_log, store.done_message_ids() | set(dead_ids), scorer,

@@ -21,6 +21,7 @@ import torch
 
 from aigc_eval import columns as col
 from aigc_eval.collection.messages import LISTENER_COLUMNS
+from aigc_eval.metrics.base import format_value
 from aigc_eval.product import names as pn
 from aigc_eval.product.stage import RESULT_COLUMNS as PRODUCT_RESULT_COLUMNS
 from aigc_eval.scoring.clipscore import CLIP_RESULT_COLUMNS
@@ -31,15 +32,9 @@ from aigc_eval.scoring.prompt_cleaning import CleaningOptions, clean_rows
 # Distinct prompts whose text embedding stays in memory; past this the dict is emptied between
 # batches (the score cache on disk keeps them), so a long-running worker's memory stays flat.
 TEXT_EMBEDDINGS_KEPT = 20_000
+TOP1_COLUMNS = (col.TOP1_CLASS, col.TOP1_LABEL, col.TOP1_CONFIDENCE)
 ScoredBatch = list[tuple[dict[str, object], "torch.Tensor | None"]]
 Finish = Callable[[], ScoredBatch]
-
-
-def top1_fields(logits: torch.Tensor, categories: Sequence[str]) -> dict[str, object]:
-    """top1_class, top1_label and top1_confidence of one image, as InceptionScorer.results gives them."""
-    confidence, top1 = logits.double().softmax(dim=0).max(dim=0)
-    cls = int(top1)
-    return {col.TOP1_CLASS: cls, col.TOP1_LABEL: categories[cls], col.TOP1_CONFIDENCE: f"{float(confidence):.6f}"}
 
 
 class BatchScorer:
@@ -47,16 +42,17 @@ class BatchScorer:
 
     def __init__(self, core: ScoringCore, cleaning: CleaningOptions, worker: str):
         self.core, self.cleaning, self.worker = core, cleaning, worker
-        self.checker = core.checker(None)  # None without product checks; one cut-out cache for the run
+        self.formats = {c.name: c.fmt for m in core.metrics.values() for c in m.columns}
 
     def warm_up(self) -> None:
-        """Load both models now, in their lanes, so missing weights stop the worker before it subscribes."""
-        for model in (self.core.clip.model, self.core.inception.model):
-            self.core.lanes.submit(model.get).result()
+        """Load the models now, in their lanes, so missing weights stop the worker before it subscribes."""
+        for metric in self.core.metrics.values():
+            for load in metric.warm_up():
+                self.core.lanes.submit(load).result()
 
     def forget_prompts(self) -> None:
         """Empty the in-memory text embeddings when they grew large; only while no batch is in flight."""
-        if len(self.core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
+        if self.core.clip is not None and len(self.core.clip.text_embeddings) > TEXT_EMBEDDINGS_KEPT:
             self.core.clip.text_embeddings.clear()
 
     def prepare(self, groups: Sequence[list[dict[str, str]]],
@@ -65,7 +61,7 @@ class BatchScorer:
         core's worker threads, all at once and in order; `on_ready(i, prepared)` as soon as the
         i-th group's rows are done."""
         cleaned = clean_rows([row for group in groups for row in group], col.PROMPT, self.cleaning, col.RAW_PROMPT)
-        with contextlib.closing(self.core.prepare(cleaned, col.IMAGE_URL, None, self.checker)) as prepared:
+        with contextlib.closing(self.core.prepare(cleaned, col.IMAGE_URL, None)) as prepared:
             for index, group in enumerate(groups):
                 on_ready(index, list(itertools.islice(prepared, len(group))))
 
@@ -74,17 +70,22 @@ class BatchScorer:
         finish = self.core.submit(prepared, col.PROMPT)
         return lambda: [(self.shard_row(scored), scored.logits) for scored in finish()]
 
+    def _text(self, name: str, value: object) -> object:
+        return format_value(value, self.formats.get(name)) if isinstance(value, float) else value
+
     def shard_row(self, scored: ScoredRow) -> dict[str, object]:
         """One image's shard row (shards.SHARD_COLUMNS) from the core's result."""
         row = scored.row
         out: dict[str, object] = {name: row.get(name, "") for name in (*LISTENER_COLUMNS, col.RAW_PROMPT, col.REQUEST_ID)}
         out[col.WORKER] = self.worker
-        out.update({name: scored.clip.get(name, "") for name in CLIP_RESULT_COLUMNS})
+        clip = scored.fields("clip")
+        out.update({name: self._text(name, clip.get(name, "")) for name in CLIP_RESULT_COLUMNS})
         if scored.logits is not None:
-            out.update(top1_fields(scored.logits, self.core.inception.categories))
+            inception = scored.fields("inception")
+            out.update({name: self._text(name, inception[name]) for name in TOP1_COLUMNS})
         else:
             out[col.IMAGE_ERROR] = scored.error or "not scored"
-        product = scored.product
+        product = scored.fields("product")
         out.update({name: product.get(name, "") for name in PRODUCT_RESULT_COLUMNS if name not in (col.STATUS, col.ERROR)})
         out[col.PRODUCT_STATUS] = product.get(col.STATUS, "")
         out[col.PRODUCT_ERROR] = product.get(col.ERROR, "")
