@@ -122,8 +122,11 @@ def test_uncertainty_order_needs_p_accept_and_the_threshold_comes_from_the_calib
     assert read_threshold(calibration, None) == 0.7
     assert read_threshold(calibration, 0.3) == 0.3
     assert read_threshold(None, None) == 0.5
-    assert main(["--scores", str(scores), "--calibration", str(calibration), "--labels", str(tmp_path / "l.csv")]) == 2
+    assert main(["--scores", str(scores), "--order", "uncertainty", "--labels", str(tmp_path / "l.csv")]) == 2
     assert "needs a p_accept column" in capsys.readouterr().err
+    assert main(["--scores", str(scores), "--calibration", str(calibration), "--labels", str(tmp_path / "l.csv")]) == 2
+    err = capsys.readouterr().err  # not a calibrate.py file: one line saying so
+    assert str(calibration) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     rows = read_csv(scores)
     for row, p in zip(rows, ("0.9", "0.68", "0.2")):
         row["p_accept"] = p
@@ -139,3 +142,25 @@ def test_labels_written_by_the_page_keep_the_formats_columns(tmp_path):
     assert list(rows[0]) == list(LABEL_COLUMNS)
     raw = (tmp_path / "labels.csv").read_text(encoding="utf-8-sig")
     assert "'=cmd" in raw and os.path.getsize(tmp_path / "labels.csv") > 0
+
+
+def test_without_a_p_accept_column_the_calibrations_own_scorer_gives_the_uncertainty_order(tmp_path):
+    from aigc_eval.cli.calibrate import main as calibrate
+    from aigc_eval.labelling.session import p_accept_from_calibration
+    from calibration_data import known_model, verdict_rows, write_labels, write_scores
+
+    X, _, y, ids = known_model(200)
+    scores = write_scores(tmp_path / "result_total.csv", ids, X)
+    labels = write_labels(tmp_path / "labels.csv", verdict_rows(ids, y))
+    calibration = tmp_path / "calibration.json"
+    assert calibrate(["--scores", str(scores), "--labels", str(labels), "--output", str(calibration), "-q"]) == 0
+    p = p_accept_from_calibration(scores, calibration)
+    assert len(p) == 200 and all(0.0 < v < 1.0 for v in p) and len(set(p)) > 100
+    # p_accept rises with the CLIP term, which the known model weights most
+    clip = X[:, 0]
+    assert sum((p[i] - p[j]) * (clip[i] - clip[j]) > 0 for i in range(0, 200, 7) for j in range(1, 200, 11)) > 0.6 * 29 * 19
+    threshold = read_threshold(calibration, None)
+    items = load_items(scores)
+    order = order_items(items, "uncertainty", threshold, p_accept=p)
+    distances = [abs(p[i] - threshold) for i in order]
+    assert distances == sorted(distances)

@@ -26,7 +26,7 @@ from typing import Sequence
 from aigc_eval import columns as col
 from aigc_eval.cli.support import EXIT_OK, EXIT_ROW_ERRORS, add_fetch_arguments, fetch_config_from, flags, new_parser, run_cli, setup_logging
 from aigc_eval.io.csv_io import InputError, write_rows, write_text_atomic
-from aigc_eval.labelling.format import CALIBRATION_THRESHOLD, DEFAULT_LABELS, DEFAULT_THRESHOLD
+from aigc_eval.labelling.format import CALIBRATION_THRESHOLD, DEFAULT_LABELS, DEFAULT_THRESHOLD, P_ACCEPT
 from aigc_eval.labelling.order import DEFAULT_SEED, ORDERS, STRATIFIED, UNCERTAINTY
 
 log = logging.getLogger("aigc_eval")
@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stratified: categories x score bins in turn; uncertainty: p_accept nearest the threshold "
                              "first; input: the file's order (default: uncertainty with --calibration, else stratified)")
     parser.add_argument("--calibration", type=Path, default=None,
-                        help="calibrate.py's calibration.json: its top-level \"threshold\" (and the scores' p_accept column) "
-                             "drive uncertainty order")
+                        help="calibrate.py's calibration.json: its top-level \"threshold\" and p_accept (the scores' p_accept column "
+                             "where there is one, else computed by the calibration's own scorer) drive uncertainty order")
     parser.add_argument("--threshold", type=float, default=None,
                         help=f"the p_accept threshold for uncertainty order (default: the calibration's, else {DEFAULT_THRESHOLD})")
     parser.add_argument("--overlap", type=float, default=0.0, help="share of the images every labeler sees (agreement needs some, e.g. 0.1)")
@@ -82,6 +82,7 @@ class ServeOptions:
     port: int
     token: str | None
     allow_private_urls: bool
+    calibration: Path | None = None
 
 
 def read_threshold(calibration: Path | None, given: float | None) -> float:
@@ -126,7 +127,7 @@ def serve(options: ServeOptions, fetch_config) -> int:
 
     from aigc_eval.labelling.app import Settings, create_app
     from aigc_eval.labelling.images import ImageSource
-    from aigc_eval.labelling.session import Review, load_items, order_items
+    from aigc_eval.labelling.session import Review, load_items, order_items, p_accept_from_calibration
     from aigc_eval.labelling.store import LabelStore, check_labeler
 
     if not _is_loopback(options.host) and not options.token:
@@ -136,7 +137,12 @@ def serve(options: ServeOptions, fetch_config) -> int:
     labeler = check_labeler(options.labeler) if options.labeler else None
     _check_port(options.host, options.port)
     items = load_items(options.scores, options.category_col)
-    order = order_items(items, options.order, options.threshold, options.seed)
+    computed = None
+    if options.order == UNCERTAINTY and options.calibration and not any(P_ACCEPT in i.scores for i in items):
+        computed = p_accept_from_calibration(options.scores, options.calibration, options.category_col)
+        log.info("p_accept computed from %s for %d rows (the scores CSV has no %s column)", options.calibration,
+                 len(items), P_ACCEPT)
+    order = order_items(items, options.order, options.threshold, options.seed, computed)
     store = LabelStore(options.labels)
     try:
         review = Review(items, order, store, options.overlap, options.seed)
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     order = args.order or (UNCERTAINTY if args.calibration else STRATIFIED)
     options = ServeOptions(args.scores, args.labels, args.labeler, order, read_threshold(args.calibration, args.threshold),
                            args.overlap, args.seed, args.category_col, args.host, args.port, args.token,
-                           args.allow_private_urls)
+                           args.allow_private_urls, args.calibration)
     return serve(options, fetch_config_from(args))
 
 

@@ -10,6 +10,7 @@ server or a reloaded page resumes exactly there.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime
@@ -95,15 +96,40 @@ def load_items(path: Path, category_col: str = col.CATEGORY) -> list[Item]:
     return items
 
 
-def order_items(items: Sequence[Item], order: str, threshold: float, seed: int = DEFAULT_SEED) -> list[int]:
-    """Item indices in the order the page shows them (see order.py)."""
+def p_accept_from_calibration(scores: Path, calibration: Path, category_col: str = col.CATEGORY) -> list[float | None]:
+    """Each row's p_accept by calibrate.py's own scorer (calibration/model.py) from the row's term
+    columns (calibration/terms.py), for a scores CSV that does not carry a p_accept column yet.
+    Raises ValueError (one line) when the calibration does not fit the run."""
+    from aigc_eval.calibration.model import K_METRICS, load_calibration
+    from aigc_eval.calibration.terms import measurement_terms, parse_term, term_columns
+
+    try:
+        metric_set = json.loads(Path(calibration).read_text(encoding="utf-8")).get(K_METRICS) or []
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{calibration}: cannot read the calibration ({exc}); pass calibrate.py's calibration.json") from None
+    model = load_calibration(calibration, metric_set)
+    columns = term_columns()
+    out: list[float | None] = []
+    for row in read_rows(scores, (col.ID,))[1]:
+        terms = {name: parse_term(row.get(columns[name])) for name in model.terms if name in columns}
+        terms.update({k: v for k, v in measurement_terms(row).items() if k in model.terms})
+        out.append(model.p_accept(terms, row.get(category_col) or None))
+    return out
+
+
+def order_items(items: Sequence[Item], order: str, threshold: float, seed: int = DEFAULT_SEED,
+                p_accept: Sequence[float | None] | None = None) -> list[int]:
+    """Item indices in the order the page shows them (see order.py). Uncertainty order uses the
+    scores' p_accept column, else `p_accept` (p_accept_from_calibration)."""
     if order == INPUT:
         return list(range(len(items)))
     if order == UNCERTAINTY:
         p = [parse_number(item.scores.get(P_ACCEPT)) for item in items]
+        if all(value is None for value in p) and p_accept is not None:
+            p = list(p_accept)
         if all(value is None for value in p):
-            raise InputError(f"uncertainty order needs a {P_ACCEPT} column in the scores CSV (calibrate.py writes it); "
-                             "use --order stratified or input without one")
+            raise InputError(f"uncertainty order needs a {P_ACCEPT} column in the scores CSV, or --calibration "
+                             "calibration.json to compute it; use --order stratified or input without either")
         return uncertainty_order(p, threshold)
     if order == STRATIFIED:
         return stratified_order([item.category for item in items],
