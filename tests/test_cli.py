@@ -16,10 +16,10 @@ from test_decisions import _scored
 # and the stages added since.
 STAGE_SCRIPTS = {"message_listener.py", "consumer_util.py", "generate_request.py", "dubbo_util.py",
                  "evaluate_clipscore.py", "evaluate_is.py", "main.py", "evaluate_product.py", "serve.py", "evaluate_stream.py",
-                 "calibrate.py"}
+                 "calibrate.py", "label.py"}
 RUNNABLE = {"message_listener.py": "listen", "generate_request.py": "generate", "evaluate_clipscore.py": "clipscore",
             "evaluate_is.py": "is", "main.py": "score", "evaluate_product.py": "product", "serve.py": "serve",
-            "evaluate_stream.py": "stream", "calibrate.py": "calibrate"}
+            "evaluate_stream.py": "stream", "calibrate.py": "calibrate", "label.py": "label"}
 
 
 def test_the_root_holds_only_the_stage_scripts():

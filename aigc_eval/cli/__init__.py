@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "score": ("aigc_eval.cli.score", "main.py: merge and decide (--input X.csv scores X.csv first; --compare A B)"),
     "calibrate": ("aigc_eval.cli.calibrate", "calibrate.py: result_total.csv + labels.csv -> calibration.json, agreement report"),
     "labels-from-retries": ("aigc_eval.cli.labels_from_retries", "output.csv with session_id -> labels CSV from merchants' retries"),
+    "label": ("aigc_eval.cli.label", "label.py: review result_total.csv in the browser -> labels.csv; Label Studio in/out"),
 }
 # Other names for a subcommand, with arguments put in front of the user's.
 ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {

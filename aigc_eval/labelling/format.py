@@ -45,3 +45,10 @@ SOURCE_MERCHANT_NO_RETRY = "merchant_no_retry"
 SOURCES: tuple[str, ...] = (SOURCE_QA, SOURCE_MERCHANT_RETRY, SOURCE_MERCHANT_NO_RETRY)
 
 DEFAULT_LABELS = "labels.csv"
+
+# What the review page reads from calibrate.py's outputs for uncertainty order (label.py
+# --calibration): a `p_accept` column in the scores CSV, and the top-level "threshold" key of
+# calibration.json. Kept to these two names so the stages stay loosely coupled.
+P_ACCEPT = "p_accept"
+CALIBRATION_THRESHOLD = "threshold"
+DEFAULT_THRESHOLD = 0.5
