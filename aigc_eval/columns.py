@@ -42,7 +42,8 @@ CLIP_NORM = "clip_norm"
 IS_NORM = "is_norm"
 TOTAL_SCORE = "total_score"
 PRODUCT_ERROR = "product_error"  # why an image has no product term (its product check failed)
-P_ACCEPT = "p_accept"  # with --calibration: the calibrated probability that people accept the image
+P_ACCEPT = "p_accept"
+GENERATOR_VERSION = "generator_version"  # an input column: the generator's model or version (the results store)  # with --calibration: the calibrated probability that people accept the image
 REGENERATE = "regenerate"  # reasons to regenerate the image, "; "-separated; empty when it is fine
 
 # The run summary (main.py), shown on stderr and in report.html.
@@ -163,7 +164,8 @@ KEY_RESULT_STATUS = "status"
 KEY_RESULT_ERROR = "error"
 KEY_RESULT_SCORES = "scores"
 KEY_RESULT_TOTAL = "total_score"
-KEY_RESULT_P_ACCEPT = "p_accept"  # with --calibration only
+KEY_RESULT_P_ACCEPT = "p_accept"
+GENERATOR_VERSION = "generator_version"  # an input column: the generator's model or version (the results store)  # with --calibration only
 KEY_RESULT_IS_TERM = "is_term"
 KEY_RESULT_REGENERATE = "regenerate"
 KEY_RESULT_NSQ_MESSAGE_ID = "nsq_message_id"

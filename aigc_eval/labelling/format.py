@@ -11,6 +11,7 @@ that image no verdict.
 
 from __future__ import annotations
 
+from aigc_eval import columns as col
 from aigc_eval.product.names import ISSUE_CODES
 
 LABEL_ID = "id"
@@ -49,6 +50,6 @@ DEFAULT_LABELS = "labels.csv"
 # What the review page reads from calibrate.py's outputs for uncertainty order (label.py
 # --calibration): a `p_accept` column in the scores CSV, and the top-level "threshold" key of
 # calibration.json. Kept to these two names so the stages stay loosely coupled.
-P_ACCEPT = "p_accept"
+P_ACCEPT = col.P_ACCEPT
 CALIBRATION_THRESHOLD = "threshold"
 DEFAULT_THRESHOLD = 0.5

@@ -13,12 +13,13 @@ from sqlalchemy import (
     JSON, Column, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
 )
 
+from aigc_eval import columns as col
 from aigc_eval.io.image_fetch import default_cache_dir
 
 # Columns of result_total.csv the store reads beyond aigc_eval/columns.py's (written by the
 # calibration stage and by inputs that name the generator).
-GENERATOR_VERSION = "generator_version"
-P_ACCEPT = "p_accept"
+GENERATOR_VERSION = col.GENERATOR_VERSION
+P_ACCEPT = col.P_ACCEPT
 
 SOURCES = ("batch", "stream", "service")
 STORE_FILE = "history.sqlite"  # beside the score cache (scores.sqlite) in the cache folder
