@@ -35,4 +35,8 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements-dev.txt
 .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+# schemathesis in a venv of its own (tests/test_service_fuzz.py runs its CLI): requirements.txt
+# installs the Dubbo client, whose jsonrpcclient 3.x holds click below 8, and schemathesis needs 8.
+python3 -m venv .venv-fuzz
+.venv-fuzz/bin/pip install -q -r requirements-fuzz.txt
 exec .venv/bin/python -m pytest "$@"

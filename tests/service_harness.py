@@ -97,7 +97,7 @@ def settings(clip_dir: Path, inception_weights: Path, cache_dir: Path | None, **
 def running(service_settings: ServiceSettings, ready: bool = True) -> Iterator[str]:
     """The real app under uvicorn in a thread on a free loopback port; yields its base URL once
     /readyz answers 200 (with `ready`)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # as serve.py binds: TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(service_settings), log_config=None, access_log=False))

@@ -120,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(settings, on_fatal)
         try:  # bound here so a taken port is a one-line error, not a traceback
             family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+            # without it each keep-alive answer after the first waited ~40 ms for a delayed ACK.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((args.host, args.port))
         except OSError as exc:

@@ -168,17 +168,27 @@ class TelnetTransport:
 _call_options = threading.local()
 
 
+EXTRA_MODULES = {"dubbo_client", "jsonrpcclient", "kazoo"}  # what the [dubbo] extra installs
+INSTALL_EXTRA = "pip install 'aigc-image-eval[dubbo]' (or pip install -r requirements.txt)"
+
+
 def _load_dubbo_client():
-    """Import dubbo_client, turning its install problems into one clear SetupError."""
+    """Import dubbo_client, turning its install problems into one clear SetupError: the [dubbo]
+    extra not installed, or a jsonrpcclient or setuptools too new for dubbo-python3."""
     try:
         with warnings.catch_warnings():
             # jsonrpcclient 3.x imports pkg_resources, which warns on every import.
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            import kazoo  # noqa: F401 - check_registry's, imported here so that its absence says the same
             import dubbo_client
             import jsonrpcclient.parse  # noqa: F401 - the module that imports pkg_resources
             from dubbo_client import rpclib
             from jsonrpcclient.clients.http_client import HTTPClient
     except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and missing in EXTRA_MODULES and missing == exc.name:
+            raise SetupError(f"--transport jsonrpc needs the Dubbo client ({missing} is not installed): "
+                             f"{INSTALL_EXTRA}; --transport telnet needs none of it") from None
         try:
             from importlib.metadata import version
 
@@ -187,7 +197,7 @@ def _load_dubbo_client():
             found = "jsonrpcclient is not installed"
         raise SetupError(
             f"dubbo-python3 cannot be imported ({exc}); it needs jsonrpcclient 3.x and pkg_resources, "
-            f"and {found}: pip install 'jsonrpcclient[requests]==3.3.6' 'setuptools<81'"
+            f"and {found}: pip install 'jsonrpcclient[requests]==3.3.6' 'setuptools<82', or {INSTALL_EXTRA}"
         ) from None
     if not getattr(rpclib.HTTPClient, "_aigc_timeout", False):
 

@@ -28,6 +28,7 @@ from aigc_eval import columns as col
 from aigc_eval.metrics.registry import create_metrics
 from aigc_eval.scoring.core import ScoringCore
 from aigc_eval.scoring.model_loading import inception_categories
+from aigc_eval.service import strict_json
 from aigc_eval.service.batcher import DeadlineExceeded, DynamicBatcher, QueueFull
 from aigc_eval.service.middleware import AccessLog, BodyLimit, EarlyRefusal
 from aigc_eval.service.schemas import (
@@ -60,7 +61,8 @@ ScoreBody = Annotated[
     Body(openapi_examples={"one": {"value": {"image_url": "https://cdn.example.com/a.jpg", "prompt": "雪地背景，运动鞋"}}}),
 ]
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
-    400: "an image or cut-out reference refused before fetching (not http(s), not base64); a body not UTF-8",
+    400: "an image or cut-out reference refused before fetching (not http(s), not base64); a body not UTF-8; "
+         "JSON with NaN, Infinity, a number beyond the float range or a lone surrogate (with its position)",
     401: "missing or wrong bearer token (with --token)",
     413: "request body over --max-body-mb, or more items than --max-queue",
     503: "queue full, not expected to be done within --deadline-s, models loading or shutting down: "
@@ -190,6 +192,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[], None] | None = 
             return None
         return refusal(1)
 
+    strict_json.install(app)  # first: inside BodyLimit, so the body it reads is capped
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(EarlyRefusal, path="/v1/score", refuse=refuse_early)  # before BodyLimit reads the body
     app.add_middleware(AccessLog, metrics=metrics)  # added last: outermost, so it sees 413s and 503s too
