@@ -19,6 +19,8 @@ import numpy as np
 import skimage.data as skdata
 from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 
+from aigc_eval.product.cutout import product_mask
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Expected issue per kind (None = must pass with no issue).
@@ -31,7 +33,14 @@ KINDS: dict[str, str | None] = {
     "cut_off": "product_cut_off",
     "too_small": "product_too_small", "off_centre": "product_off_centre",
     "absent": "product_not_found", "low_resolution": "low_resolution",
+    # Added with issue 27: strong damage, content grown outside the outline, mirroring.
+    "mirrored_symmetric": None,
+    "strong_cast": "product_recoloured", "heavy_paint": "product_altered",
+    "grown": "product_altered", "mirrored": "product_altered",
+    "symmetric_cut_off": "product_cut_off",
 }
+# The new kinds, each with the measure that names the damage (for the docs' table).
+TUNED, HELD_OUT = "tuned", "held_out"
 
 
 @dataclass
@@ -43,6 +52,7 @@ class Case:
     profile: str = "default"
     truth: tuple[float, float, float] | None = None   # scale, offset_x, offset_y (if known)
     notes: dict = field(default_factory=dict)
+    part: str = TUNED  # HELD_OUT: products and backgrounds that no threshold was tuned on
 
     @property
     def expected(self) -> str | None:
@@ -64,38 +74,75 @@ def _grabcut(rgb: np.ndarray, rect: tuple[int, int, int, int], iterations: int =
     return np.dstack([rgb, alpha])
 
 
+def _symmetrised(rgba: np.ndarray) -> np.ndarray:
+    """The product's left half and its mirror image side by side: a mirror-symmetric product."""
+    x0, y0, w, h = product_box(rgba)
+    left = rgba[y0:y0 + h, x0:x0 + w // 2]
+    # A transparent margin, so the product does not touch the cut-out's frame (which would
+    # excuse its cut-off parts, see composition.cut_off_share).
+    return cv2.copyMakeBorder(np.hstack([left, left[:, ::-1]]), 8, 8, 8, 8,
+                              cv2.BORDER_CONSTANT, value=(0, 0, 0, 0))
+
+
+def _with_segmented_alpha(rgb: np.ndarray) -> np.ndarray:
+    """RGBA whose alpha is the checker's own segmentation of a uniform background."""
+    _, mask = product_mask(rgb)
+    return np.dstack([rgb, np.where(mask, 255, 0).astype(np.uint8)])
+
+
 def build_products() -> dict[str, np.ndarray]:
-    """name -> cut-out (RGBA, or RGB for the retina)."""
+    """name -> cut-out (RGBA, or RGB for the retina and the colour wheel). PRODUCT_NAMES and
+    cat_sym are the tuned part's products, HELD_OUT_PRODUCTS the set-aside part's."""
     coffee_png = cv2.imread(str(ROOT / "samples/images/coffee_cutout.png"), cv2.IMREAD_UNCHANGED)
     retina = cv2.resize(skdata.retina(), (600, 600), interpolation=cv2.INTER_AREA)
+    cat = _grabcut(skdata.chelsea(), (60, 10, 330, 280))
+    # One coin of the Pompeii coins photo (no known copyright restrictions), enlarged 4x.
+    coin_photo = cv2.resize(skdata.coins()[5:75, 305:380], None, fx=4, fy=4,
+                            interpolation=cv2.INTER_CUBIC)
+    coin = _grabcut(np.dstack([coin_photo] * 3), (8, 8, 284, 264))
+    rocket = _grabcut(skdata.rocket(), (285, 100, 60, 320))
+    x0, y0, w, h = product_box(rocket)
     return {
         "cup": _grabcut(skdata.coffee(), (15, 15, 440, 370)),
         "astronaut": _grabcut(skdata.astronaut(), (70, 15, 330, 470)),
-        "cat": _grabcut(skdata.chelsea(), (60, 10, 330, 280)),
+        "cat": cat,
         "cup_ellipse": cv2.cvtColor(coffee_png, cv2.COLOR_BGRA2RGBA),
         "retina": retina,
+        "cat_sym": _symmetrised(cat),
+        # Set aside: scikit-image's logo on white (segmented by the checker's own rule), its
+        # colour wheel on black (no alpha), the coin, the coin made mirror-symmetric, and the
+        # DSCOVR rocket (public domain), cropped with a margin and enlarged 2x.
+        "logo": _with_segmented_alpha(np.ascontiguousarray(skdata.logo()[..., :3])),
+        "colorwheel": skdata.colorwheel(),
+        "coin": coin,
+        "coin_sym": _symmetrised(coin),
+        "rocket": cv2.resize(rocket[max(0, y0 - 10):y0 + h + 10, max(0, x0 - 10):x0 + w + 10],
+                             None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC),
     }
 
 
 def _alpha(cutout: np.ndarray) -> np.ndarray:
     if cutout.shape[2] == 4:
         return cutout[..., 3]
-    # The retina's black surround: the same rule the checker applies (near-black is outside).
+    # The retina's and the colour wheel's black surround (near-black is outside).
     return np.where(cutout.max(axis=2) > 20, 255, 0).astype(np.uint8)
 
 
 def _photo(name: str) -> np.ndarray:
     image = {"hubble": skdata.hubble_deep_field, "ihc": skdata.immunohistochemistry,
              "rocket": skdata.rocket, "gravel": skdata.gravel, "grass": skdata.grass,
-             "brick": skdata.brick, "coffee": skdata.coffee}[name]()
+             "brick": skdata.brick, "coffee": skdata.coffee, "moon": skdata.moon,
+             "page": skdata.page, "cell": skdata.cell, "camera": skdata.camera}[name]()
     return np.dstack([image] * 3) if image.ndim == 2 else image
 
 
 def background(name: str, width: int, height: int) -> np.ndarray:
     """A real photo covering the canvas (resized and centre-cropped), or a studio gradient."""
     if name.startswith("studio"):
-        top, bottom = (np.array([246, 246, 248]), np.array([206, 210, 218])) if name == "studio" \
-            else (np.array([250, 238, 226]), np.array([214, 196, 180]))
+        top, bottom = {"studio": ((246, 246, 248), (206, 210, 218)),
+                       "studio_warm": ((250, 238, 226), (214, 196, 180)),
+                       "studio_cool": ((226, 236, 246), (170, 186, 204))}[name]
+        top, bottom = np.array(top), np.array(bottom)
         ramp = np.linspace(0.0, 1.0, height)[:, None, None]
         xs = np.linspace(-1.0, 1.0, width)[None, :, None]
         image = top + (bottom - top) * ramp - 10.0 * xs ** 2
@@ -183,16 +230,23 @@ def colour_cast(image: np.ndarray, alpha: np.ndarray, da: float, db: float,
                 min_delta_e: float = 10.5) -> tuple[np.ndarray, float]:
     """Shift a*, b* on the product, growing the shift until the cast's mean CIEDE2000 over the
     product is at least `min_delta_e`; returns the image and that mean."""
-    lab = rgb2lab(image)
-    inside = alpha > 0.99
-    for gain in np.arange(1.0, 6.01, 0.25):
+    # Only the product's bounding box is converted (per-pixel maths, the same result).
+    x0, y0, w, h = cv2.boundingRect((alpha > 0).astype(np.uint8))
+    box = (slice(y0, y0 + h), slice(x0, x0 + w))
+    crop, crop_alpha = image[box], alpha[box]
+    lab = rgb2lab(crop)
+    inside = crop_alpha > 0.99
+    for gain in np.arange(1.0, 10.01, 0.25):
         shifted = lab.copy()
         shifted[..., 1] += gain * da
         shifted[..., 2] += gain * db
         edited = (lab2rgb(shifted) * 255).astype(np.float32)
-        out = _on_product(image.astype(np.float32), edited, alpha)
-        de = deltaE_ciede2000(rgb2lab(image[inside][:, None]), rgb2lab(out[inside][:, None])).mean()
+        out_crop = _on_product(crop.astype(np.float32), edited, crop_alpha)
+        de = deltaE_ciede2000(rgb2lab(crop[inside][:, None]),
+                              rgb2lab(out_crop[inside][:, None])).mean()
         if de >= min_delta_e:
+            out = image.copy()
+            out[box] = out_crop
             return out, float(de)
     raise RuntimeError(f"colour cast reached only ΔE {de:.1f}")
 
@@ -254,9 +308,9 @@ def build_cases(products: dict[str, np.ndarray]) -> list[Case]:
     rng = np.random.default_rng(20240611)
     cases: list[Case] = []
 
-    def add(kind, name, i, image, fmt, truth=None, profile="default", **notes):
-        cases.append(Case(f"{kind}/{name}/{i}", kind, name, encode(image, fmt), profile,
-                          truth, notes))
+    def add(kind, name, i, image, fmt, truth=None, profile="default", part=TUNED, **notes):
+        cases.append(Case(f"{part}/{kind}/{name}/{i}" if part != TUNED else f"{kind}/{name}/{i}",
+                          kind, name, encode(image, fmt), profile, truth, notes, part))
 
     for i, name in enumerate(PRODUCT_NAMES):
         # --- must pass -----------------------------------------------------------------
@@ -330,4 +384,166 @@ def build_cases(products: dict[str, np.ndarray]) -> list[Case]:
         add("low_resolution", name, 10 + i, image, "jpg92", truth, profile="amazon")
         image, _, truth, _ = _place(products, name, "lowres", i, 0.75, canvas=(640, 640), bg="studio_warm")
         add("low_resolution", name, 20 + i, image, "jpg92", truth, profile="cn_main")
+
+    # Issue 27's kinds on the tuned products (a separate seed keeps the cases above as they were).
+    rng_new = np.random.default_rng(20261206)
+    image, _, truth, _ = _place(products, "cat_sym", "exact", 0, 0.6, fmt="png", bg="brick")
+    add("exact", "cat_sym", 0, image, "png", truth)
+    image, _, truth, _ = _place(products, "cat_sym", "rotated", 1, 0.55, bg="grass",
+                                rotation_deg=-7.0)
+    add("rotated", "cat_sym", 0, image, "jpg90", truth)
+    _new_kind_cases(products, (*PRODUCT_NAMES, "cat_sym"), BACKGROUNDS, TUNED, rng_new, add)
+    _held_out_cases(products, np.random.default_rng(27), add)
     return cases
+
+
+# --- issue 27: strong damage, grown content, mirroring, and the set-aside part -------------
+
+def grow_outside(image: np.ndarray, alpha: np.ndarray, variant: str) -> tuple[np.ndarray, float]:
+    """Add product-like content attached to the outline, outside it, as generators do:
+    "copy" (a second copy of the product behind it, shifted by a third of its size), "strap"
+    (a thick arc over its top, half its median colour and half its own texture), "reflection" (the product
+    mirrored below its bottom edge, fading from 70 % opacity over 40 % of its height).
+    Returns the image and the grown area as a share of the product's area."""
+    inside = alpha > 0.5
+    x0, y0, w, h = cv2.boundingRect(inside.astype(np.uint8))
+    layer_rgb = image.astype(np.float32)
+    layer_a = np.zeros_like(alpha)
+    if variant == "copy":
+        dx, dy = round(0.33 * w), round(0.12 * h)
+        layer_a = np.roll(alpha, (dy, dx), axis=(0, 1))
+        layer_rgb = np.roll(image, (dy, dx), axis=(0, 1)).astype(np.float32)
+    elif variant == "strap":
+        colour = np.median(image[inside], axis=0)
+        arc = np.zeros(alpha.shape, np.uint8)
+        axes = (max(2, round(0.3 * w)), max(2, round(0.3 * h)))
+        cv2.ellipse(arc, (x0 + w // 2, y0 + round(0.05 * h)), axes, 0, 180, 360, 1,
+                    max(2, round(0.06 * max(w, h))))
+        layer_a = cv2.GaussianBlur(arc.astype(np.float32), (0, 0), 1.0)
+        # The product's own texture (the image shifted up, so product lies under the strap).
+        texture = np.roll(image, (-round(0.35 * h), 0), axis=(0, 1)).astype(np.float32)
+        layer_rgb = 0.5 * colour + 0.5 * texture
+    else:  # reflection
+        length = round(0.4 * h)
+        bottom = y0 + h
+        rows = np.arange(bottom, min(alpha.shape[0], bottom + length))
+        source = np.clip(2 * bottom - 1 - rows, 0, alpha.shape[0] - 1)
+        fade = 0.7 * (1.0 - (rows - bottom) / length)
+        layer_a[rows] = alpha[source] * fade[:, None]
+        layer_rgb[rows] = image[source]
+    grown = layer_a * (1.0 - alpha)
+    out = _on_product(image.astype(np.float32), layer_rgb, grown)
+    return out, float(((grown > 0.5) & ~inside).sum() / inside.sum())
+
+
+def _new_kind_cases(products, names, backgrounds, part, rng, add):
+    """Strong casts, heavy over-painting with background, grown content, mirroring and
+    symmetric products cut off, for `names` on `backgrounds` (two per product, alternating)."""
+    symmetric = {"cat_sym", "coin_sym", "coin", "cup_ellipse"}  # mirror- or rotation-symmetric
+    mirror_symmetric = {"cat_sym", "coin_sym"}
+    for i, name in enumerate(names):
+        bgs = (backgrounds[(2 * i) % len(backgrounds)], backgrounds[(2 * i + 1) % len(backgrounds)])
+        canvas = CANVASES[(i + 1) % len(CANVASES)]
+        if name in mirror_symmetric:
+            flipped = dict(products, **{name: np.ascontiguousarray(products[name][:, ::-1])})
+            image, _, _, _ = _place(flipped, name, "msym", i, 0.6, bg=bgs[0], canvas=canvas)
+            add("mirrored_symmetric", name, i, image, "jpg90", part=part)
+        else:
+            flipped = dict(products, **{name: np.ascontiguousarray(products[name][:, ::-1])})
+            image, _, _, _ = _place(flipped, name, "mirror", i, 0.6, bg=bgs[1], canvas=canvas)
+            add("mirrored", name, i, image, "jpg90", part=part)
+        image, alpha, truth, _ = _place(products, name, "scast", i, 0.6, bg=bgs[0], canvas=canvas)
+        for direction in ((9, 15), (15, 6), (-6, 15)):  # warm first; saturated ones clip
+            try:
+                cast, de = colour_cast(image, alpha, *direction, min_delta_e=11.0)
+                break
+            except RuntimeError:
+                continue
+        add("strong_cast", name, i, cast, "jpg90", truth, part=part, cast_delta_e=de)
+        image, alpha, truth, _ = _place(products, name, "hpaint", i, 0.6, bg=bgs[1], canvas=canvas)
+        painted, share = paint_over(image, alpha, (0.3, 0.35)[i % 2],
+                                    background(bgs[1], *canvas), rng)
+        add("heavy_paint", name, i, painted, "jpg90", truth, part=part, covered=share)
+        for j, variant in enumerate(("copy", "strap", "reflection")):
+            image, alpha, truth, _ = _place(products, name, "grow", i + j, 0.5,
+                                            bg=bgs[j % 2], canvas=canvas)
+            grown, share = grow_outside(image, alpha, variant)
+            add("grown", name, 10 * j + i, grown, "jpg90", truth, part=part, variant=variant,
+                grown=share)
+        if name in symmetric:
+            centre = ((0.78, 0.5), (0.5, 0.25), (0.22, 0.5), (0.5, 0.78))[i % 4]
+            image, _, truth, outside = _place(products, name, "scut", i, 0.8, centre, bg=bgs[0],
+                                              canvas=canvas, min_outside=0.22)
+            add("symmetric_cut_off", name, i, image, "jpg90", truth, part=part, outside=outside)
+
+
+HELD_OUT_PRODUCTS = ("logo", "colorwheel", "coin", "coin_sym", "rocket")
+GREY_PRODUCTS = {"coin", "coin_sym"}
+HELD_OUT_BACKGROUNDS = ("moon", "studio_cool", "page", "cell", "studio_cool", "moon",
+                        "cell", "page", "studio_cool", "page")
+
+
+def _held_out_cases(products, rng, add) -> None:
+    """Every kind, on products and backgrounds that no threshold was tuned on: each product on
+    two backgrounds (kinds alternate between them), canvases 800-1024 px, JPEG or PNG."""
+    for i, name in enumerate(HELD_OUT_PRODUCTS):
+        bgs = (HELD_OUT_BACKGROUNDS[2 * i], HELD_OUT_BACKGROUNDS[2 * i + 1])
+        canvas = CANVASES[(i + 2) % len(CANVASES)]
+
+        def place(kind, k, fill, centre=(0.5, 0.5), **kw):
+            kw.setdefault("bg", bgs[k % 2])
+            return _place(products, name, kind, i, fill, centre, canvas=canvas, **kw)
+
+        image, _, truth, _ = place("exact", 0, 0.6)
+        add("exact", name, i, image, "png", truth, part=HELD_OUT)
+        image, _, truth, _ = place("sm", 1, (0.4, 0.8, 0.5, 0.7, 0.45)[i], (0.44, 0.56))
+        add("scaled_moved", name, i, image, "jpg92", truth, part=HELD_OUT)
+        image, _, truth, _ = place("rot", 0, 0.6, rotation_deg=(-9.0, 11.0, 6.0, -13.0, 4.0)[i])
+        add("rotated", name, i, image, "jpg92", truth, part=HELD_OUT)
+        image, _, truth, _ = place("j85", 1, 0.55, (0.48, 0.52))
+        add("jpeg85", name, i, image, "jpg85", truth, part=HELD_OUT)
+        image, _, truth, _ = place("grade", 0, 0.6)
+        gains = np.array([(1.04, 1.0, 0.96), (0.96, 1.0, 1.04), (0.95, 0.95, 0.95),
+                          (1.05, 1.05, 1.05), (1.0, 0.96, 1.03)][i])
+        add("colour_grade", name, i, np.clip(image * gains, 0, 255).round().astype(np.uint8),
+            "jpg90", truth, part=HELD_OUT)
+        image, _, truth, _ = place("shadow", 0, 0.6, shadow=True, bg="studio_cool")
+        add("soft_shadow", name, i, image, "jpg90", truth, part=HELD_OUT)
+        if name not in GREY_PRODUCTS:  # a hue rotation leaves a grey product as it was
+            image, alpha, truth, _ = place("hue", 1, 0.6)
+            add("hue_rotated", name, i, hue_rotate(image, alpha, (50, 40, 45, 35, 60)[i]),
+                "jpg90", truth, part=HELD_OUT)
+        image, alpha, truth, _ = place("cast", 0, 0.6)
+        cast, de = colour_cast(image, alpha, *((-10, 8), (8, -12), (12, 10), (-6, -14), (10, 4))[i])
+        add("colour_cast", name, i, cast, "jpg90", truth, part=HELD_OUT, cast_delta_e=de)
+        if name != "colorwheel":  # smooth all over: blurring it changes nothing visible
+            # The coins are a 4x enlargement, already soft: σ 4 px is what shows on them.
+            image, alpha, truth, _ = place("blur", 1, 0.6)
+            add("blurred", name, i, blur_product(image, alpha, (2.0, 2.5, 4.0, 4.0, 2.0)[i]),
+                "jpg90", truth, part=HELD_OUT)
+        image, alpha, truth, _ = place("paint", 0, 0.6)
+        source = _photo(("coffee", "rocket", "hubble", "coffee", "ihc")[i])
+        painted, share = paint_over(image, alpha, (0.22, 0.25, 0.2, 0.3, 0.25)[i], source, rng)
+        add("painted_over", name, i, painted, "jpg90", truth, part=HELD_OUT, covered=share)
+        image, _, truth, _ = place("stretch", 1, 0.55,
+                                   stretch_x=(1.18, 1 / 1.15, 1.2, 1 / 1.2, 1.15)[i])
+        add("stretched", name, i, image, "jpg90", truth, part=HELD_OUT)
+        image, _, truth, _ = place("outline", 0, 0.6, eat_outline=0.025)
+        add("outline_painted", name, i, image, "jpg90", truth, part=HELD_OUT)
+        centre = ((0.26, 0.5), (0.5, 0.74), (0.74, 0.5), (0.5, 0.26), (0.5, 0.75))[i]
+        image, _, truth, outside = place("cut", 1, 0.85, centre, min_outside=0.2)
+        add("cut_off", name, i, image, "jpg90", truth, part=HELD_OUT, outside=outside)
+        image, _, truth, _ = place("small", 0, (0.13, 0.11, 0.15, 0.12, 0.16)[i])
+        add("too_small", name, i, image, "jpg90", truth, part=HELD_OUT)
+        centre = ((0.78, 0.2), (0.2, 0.22), (0.2, 0.8), (0.8, 0.8), (0.18, 0.5))[i]
+        image, _, truth, _ = place("offc", 1, 0.3, centre)
+        add("off_centre", name, i, image, "jpg90", truth, part=HELD_OUT)
+        if i % 2 == 0:
+            image = background(bgs[0], *canvas)
+        else:
+            image, _, _, _ = _place(products, "coin" if name != "coin" else "logo", "absent", i,
+                                    0.6, canvas=canvas, bg=bgs[0])
+        if name == "coin_sym":  # its source coin in the frame is the same product, not another
+            image = background(bgs[1], *canvas)
+        add("absent", name, i, image, "jpg90", part=HELD_OUT)
+    _new_kind_cases(products, HELD_OUT_PRODUCTS, HELD_OUT_BACKGROUNDS, HELD_OUT, rng, add)

@@ -58,11 +58,14 @@ def _issues(row) -> list[str]:
     return [code for code in row[names.PRODUCT_ISSUES].split(";") if code]
 
 
-def confusion_table(results) -> str:
-    """Rows: case kind (expected issue); columns: issue codes found; cells: case counts."""
+def confusion_table(results, part: str | None = None) -> str:
+    """Rows: case kind (expected issue); columns: issue codes found; cells: case counts; only
+    the cases of `part` (product_cases.TUNED or HELD_OUT) when given."""
     counts: dict[str, Counter] = defaultdict(Counter)
     totals: Counter = Counter()
     for case, row, _ in results:
+        if part is not None and case.part != part:
+            continue
         totals[case.kind] += 1
         issues = _issues(row)
         counts[case.kind].update(issues if issues else ["(none)"])
@@ -80,32 +83,87 @@ def confusion_table(results) -> str:
 
 
 def test_case_set_is_big_and_varied(cases):
-    assert len(cases) >= 40
+    assert len(cases) >= 200
+    held_out = [case for case in cases if case.part == product_cases.HELD_OUT]
+    assert len(held_out) >= 90
+    # The set-aside part shares no product and no background photo with the tuned part.
+    tuned_products = {case.product for case in cases if case.part == product_cases.TUNED}
+    assert not tuned_products & {case.product for case in held_out}
     per_kind = Counter(case.kind for case in cases)
-    assert all(count >= 3 for count in per_kind.values()), per_kind
+    # Two mirror-symmetric products (cat_sym tuned, coin_sym set aside), one case each.
+    assert all(count >= 3 for kind, count in per_kind.items()
+               if kind != "mirrored_symmetric"), per_kind
+    assert per_kind["mirrored_symmetric"] == 2
     assert len({case.product for case in cases}) >= 4
 
 
+EXPANSION_OPT_IN = 0.015  # the --expansion-max a user opts in with (docs/product_checks.md)
+
+
+def _rates(results, part: str) -> dict[str, object]:
+    """Must-pass cases with an issue, must-flag cases caught / missed / reported not found."""
+    rows = [(case, row) for case, row, _ in results if case.part == part]
+    flag = [(case, row) for case, row in rows if case.expected is not None]
+    return dict(
+        false_alarms=[(case.name, row[names.PRODUCT_ISSUES]) for case, row in rows
+                      if case.expected is None and _issues(row)],
+        flag=flag,
+        caught=[case.name for case, row in flag if case.expected in _issues(row)],
+        missed=[(case.name, row[names.PRODUCT_ISSUES]) for case, row in flag
+                if case.expected not in _issues(row)],
+        not_found=[case.name for case, row in flag if case.kind != "absent"
+                   and names.PRODUCT_NOT_FOUND in _issues(row)],
+        new_kinds=[(case, row) for case, row in flag if case.kind in ("grown", "mirrored")],
+        # product_expansion is only reported by default; with the opt-in bar 0.015:
+        grown_opt_in=[case.name for case, row in flag if case.kind == "grown"
+                      and row[names.PRODUCT_EXPANSION] > EXPANSION_OPT_IN],
+        grown=[case.name for case, row in flag if case.kind == "grown"],
+        opt_in_false_alarms=[case.name for case, row in rows if case.expected is None
+                             and row[names.PRODUCT_EXPANSION] > EXPANSION_OPT_IN])
+
+
 def test_confusion_table(results, capsys):
-    table = confusion_table(results)
     times = [seconds for _, _, seconds in results]
     with capsys.disabled():
-        print("\n\nProduct checks over", len(results), "cases (rows: case kind; columns: issues "
-              "found)\n" + table)
+        for part in (product_cases.TUNED, product_cases.HELD_OUT):
+            subset = [item for item in results if item[0].part == part]
+            rates = _rates(results, part)
+            print(f"\n\nProduct checks, {part} part: {len(subset)} cases (rows: case kind; "
+                  "columns: issues found)\n" + confusion_table(results, part))
+            print(f"must-flag caught {len(rates['caught'])}/{len(rates['flag'])}; must-pass "
+                  f"with an issue {len(rates['false_alarms'])}; damaged reported not found "
+                  f"{len(rates['not_found'])}; grown+mirrored caught "
+                  f"{sum(c.expected in _issues(r) for c, r in rates['new_kinds'])}"
+                  f"/{len(rates['new_kinds'])}")
+            print(f"grown content over the opt-in expansion bar {EXPANSION_OPT_IN}: "
+                  f"{len(rates['grown_opt_in'])}/{len(rates['grown'])}; must-pass cases over it: "
+                  f"{rates['opt_in_false_alarms']}")
+            print("missed:", rates["missed"], "\nfalse alarms:", rates["false_alarms"])
         print(f"check_product CPU time per image: median {statistics.median(times) * 1000:.0f} ms,"
               f" max {max(times) * 1000:.0f} ms (one OpenCV thread)\n")
-    must_pass = [(case, row) for case, row, _ in results if case.expected is None]
-    failures = [(case.name, row[names.PRODUCT_ISSUES]) for case, row in must_pass if _issues(row)]
-    assert not failures, failures
-    must_flag = [(case, row) for case, row, _ in results if case.expected is not None]
-    caught = [case.name for case, row in must_flag if case.expected in _issues(row)]
-    missed = [(case.name, row[names.PRODUCT_ISSUES]) for case, row in must_flag
-              if case.expected not in _issues(row)]
-    assert len(caught) >= 0.95 * len(must_flag), missed
+    # The tuned part: what the thresholds were set on. Grown content is not flagged by default
+    # (expansion_max = inf); with the opt-in bar, 13 of its 18 cases and no must-pass case.
+    tuned = _rates(results, product_cases.TUNED)
+    assert not tuned["false_alarms"], tuned["false_alarms"]
+    flag = [name for name in tuned["caught"] if not name.startswith("grown/")]
+    assert len(flag) >= 0.95 * (len(tuned["flag"]) - len(tuned["grown"])), tuned["missed"]
+    assert not tuned["not_found"], tuned["not_found"]
+    assert len(tuned["grown_opt_in"]) >= 0.7 * len(tuned["grown"])
+    assert not tuned["opt_in_false_alarms"]
+    # The set-aside part: no threshold was tuned on it, and the issue's targets (no issue on
+    # benign cases, >= 97 % caught, no damaged product "not found") are NOT all met; these
+    # bars are the levels measured (docs/product_checks.md), so a regression fails.
+    held = _rates(results, product_cases.HELD_OUT)
+    assert len(held["false_alarms"]) <= 8, held["false_alarms"]
+    held_flag = [name for name in held["caught"] if "/grown/" not in name]
+    assert len(held_flag) >= 0.85 * (len(held["flag"]) - len(held["grown"])), held["missed"]
+    assert len(held["not_found"]) <= 1, held["not_found"]
+    assert len(held["grown_opt_in"]) >= 0.6 * len(held["grown"])
 
 
 GEOMETRY_EDITS = ("stretched", "painted_over", "outline_painted")  # the truth no longer holds
-CONTENT_EDITS = ("hue_rotated", "colour_cast", "blurred")  # harder to match, same geometry
+CONTENT_EDITS = ("hue_rotated", "colour_cast", "blurred", "strong_cast", "heavy_paint",
+                 "grown")  # harder to match, same geometry
 
 
 def test_known_pastes_are_located_within_two_pixels(results):
@@ -114,7 +172,7 @@ def test_known_pastes_are_located_within_two_pixels(results):
     found, within 3 % and 8 px (the ΔE-10 cast on the smooth retina on grass is the loosest)."""
     checked = 0
     for case, row, _ in results:
-        if case.truth is None or case.kind in GEOMETRY_EDITS:
+        if case.truth is None or case.kind in GEOMETRY_EDITS or case.part != product_cases.TUNED:
             continue
         edited = case.kind in CONTENT_EDITS
         if edited and not row[names.PRODUCT_FOUND]:
@@ -135,7 +193,7 @@ def test_rows_have_every_column_and_known_codes(results):
         assert list(row) == list(names.PRODUCT_COLUMNS)
         assert set(_issues(row)) <= set(names.ISSUE_CODES)
         assert 0.0 <= row[names.PRODUCT_SCORE] <= 1.0
-        if case.expected is None:
+        if case.expected is None and case.part == product_cases.TUNED:
             assert row[names.PRODUCT_SCORE] > 0.3, case.name
         if case.kind == "absent":
             assert row[names.PRODUCT_SCORE] == 0.0

@@ -14,7 +14,8 @@ from . import geometry as geo
 from . import names as n
 from . import quality as qual
 from .cutout import Cutout, ProductInputError, prepare_cutout
-from .locate import Placement, locate
+from .expansion import expansion
+from .locate import Placement, correlation_at, locate
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,13 @@ class ProductThresholds:
     stretch_max: float = 0.05          # affine anisotropy -> product_altered
     edge_tolerance: float = 20.0       # CIEDE2000 for a rim pixel to count as intact
     edge_score_min: float = 0.85       # intact rim share -> product_altered
+    outline_support_min: float = 0.5   # locate: outline on edges that finds a damaged product
+    damaged_confidence_min: float = 0.1  # ... with at least this grey correlation
+    # product_expansion -> altered: off by default (inf). Opt in with 0.015 (set on the case
+    # set's tuned part); the colour estimate counts background objects of the product's
+    # colours that touch it (27 of the benchmark's 100 clean pastes exceed 0.015).
+    expansion_max: float = math.inf
+    mirror_margin: float = 0.1         # mirrored cut-out's correlation lead -> product_altered
 
 
 THRESHOLD_HELP: dict[str, str] = {
@@ -53,6 +61,15 @@ THRESHOLD_HELP: dict[str, str] = {
                    "product_altered",
     "edge_tolerance": "CIEDE2000 within which a rim pixel counts as intact",
     "edge_score_min": "share of intact rim pixels below which it is product_altered",
+    "outline_support_min": "outline-on-edges support (0..1) at which a product with a weak "
+                           "grey correlation still counts as found (damaged, not absent)",
+    "damaged_confidence_min": "grey correlation a product found by its outline needs at least",
+    "expansion_max": "product-like content attached outside the outline, as a share of the "
+                     "product's area, above which it is product_altered (inf = only reported; "
+                     "0.015 catches grown content but also background objects of the "
+                     "product's colours touching it)",
+    "mirror_margin": "lead of the mirrored cut-out's correlation over the cut-out's at which "
+                     "the product counts as mirrored (product_altered)",
 }
 
 
@@ -66,6 +83,8 @@ class ProductResult:
     sharpness_ratio: float = math.nan
     altered_share: float = math.nan
     edge_score: float = math.nan
+    expansion: float = math.nan
+    mirrored: bool = False
     composition: comp.Composition | None = None
     cutout_touches_border: bool = False
     image_blur: float = math.nan
@@ -91,11 +110,15 @@ class ProductResult:
             n.PRODUCT_STRETCH: r(p.stretch if p.found else None),
             n.MATCH_CONFIDENCE: r(p.confidence),
             n.MATCH_METHOD: p.method,
+            n.OUTLINE_SUPPORT: r(p.outline if p.found else None),
+            n.PLACEMENT_AMBIGUITY: r(p.ambiguity if p.found else None),
+            n.PRODUCT_MIRRORED: bool(self.mirrored),
             n.MASKED_SSIM: r(self.masked_ssim),
             n.DELTA_E_MEAN: r(self.delta_e_mean, 3),
             n.SHARPNESS_RATIO: r(self.sharpness_ratio),
             n.ALTERED_SHARE: r(self.altered_share),
             n.EDGE_SCORE: r(self.edge_score),
+            n.PRODUCT_EXPANSION: r(self.expansion),
             n.COVERAGE_AREA: r(c.coverage_area if c else None),
             n.COVERAGE_LONG_SIDE: r(c.coverage_long_side if c else None),
             n.CENTRE_OFFSET: r(c.centre_offset if c else None),
@@ -143,6 +166,8 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
         "altered_area": result["altered_share"] / t.altered_share_max,
         "stretch": result["stretch"] / t.stretch_max,
         "edge": (1.0 - result["edge_score"]) / (1.0 - t.edge_score_min),
+        "expansion": result["expansion"] / t.expansion_max,
+        "mirrored": 2.0 if result["mirrored"] else 0.0,  # a mirrored product scores 0
     }
     issues = []
     fidelity = 1.0
@@ -151,7 +176,8 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
             continue
         fidelity *= _ramp(badness)
         if badness > 1.0:
-            issues.append(n.PRODUCT_ALTERED if name in ("altered_area", "stretch", "edge") else name)
+            issues.append(n.PRODUCT_ALTERED if name in ("altered_area", "stretch", "edge",
+                                                        "expansion", "mirrored") else name)
     cut_off = c.cut_off_share if cut_counts else 0.0
     if cut_off > profile.max_cut_off:
         issues.append(n.PRODUCT_CUT_OFF)
@@ -165,7 +191,7 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
     composition = (min(1.0, c.coverage_long_side / profile.min_fill if profile.min_fill else 1.0)
                    * max(0.0, 1.0 - over / max(1e-9, 1.0 - profile.max_centre_offset))
                    * (1.0 - cut_off) * min(1.0, resolution))
-    ordered = [code for code in n.ISSUE_CODES if code in issues]
+    ordered = [code for code in n.ISSUE_CODES if code in issues]  # each code once
     return fidelity * composition, ordered
 
 
@@ -202,6 +228,53 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
                                             sharp_inner if sharp_inner.any() else sharp_pair.mask),
         altered_share=float(altered.sum() / inner.sum()),
         edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour))))
+
+
+def mirrored_cutout(cut: Cutout) -> Cutout:
+    """The cut-out mirrored left to right (cached on it): its 'original' is the mirrored
+    original cut-out, so a placement of it maps mirrored cut-out pixels to the canvas."""
+    if "mirrored" not in cut.cache:
+        left, top, right, bottom = cut.touches_border
+        width = cut.source_size[0]
+        cut.cache["mirrored"] = Cutout(
+            rgb=np.ascontiguousarray(cut.rgb[:, ::-1]), mask=np.ascontiguousarray(cut.mask[:, ::-1]),
+            origin=(width - cut.origin[0] - cut.mask.shape[1], cut.origin[1]),
+            source_size=cut.source_size, touches_border=(right, top, left, bottom))
+    return cut.cache["mirrored"]
+
+
+def _mirror_check(image: np.ndarray, cut: Cutout, placement: Placement, t: ProductThresholds,
+                  search: dict) -> tuple[Placement, Cutout, bool]:
+    """Is the product shown mirrored? (placement, cut-out to measure against, mirrored).
+
+    Found: the mirrored cut-out laid on the same footprint (the same matrix: the two frames
+    are one rectangle) is correlated, and ECC-refined only when it already beats
+    the cut-out's correlation; mirrored when it leads by `mirror_margin`. A product that is
+    symmetric under mirroring correlates alike both ways and is never called mirrored. Not
+    found: the search is repeated with the mirrored cut-out (ORB and SIFT descriptors are not
+    mirror-invariant, so a mirrored product is usually not found directly)."""
+    mirror = mirrored_cutout(cut)
+    if placement.found:
+        if placement.method == "known":
+            return placement, cut, False
+        # The mirrored cut-out's frame is the cut-out's frame, so the same matrix lays it on
+        # the same footprint.
+        start = placement.matrix
+        quick, _ = correlation_at(image, mirror, start, t.compare_long_side)
+        if quick <= placement.confidence:
+            return placement, cut, False
+        confidence, matrix = correlation_at(image, mirror, start, t.compare_long_side,
+                                            refine=True)
+        if confidence < placement.confidence + t.mirror_margin:
+            return placement, cut, False
+        scale, rotation = geo.decompose(matrix)
+        return replace(placement, matrix=matrix, scale=scale, rotation_deg=rotation,
+                       offset_x=float(matrix[0, 2]), offset_y=float(matrix[1, 2]),
+                       confidence=confidence), mirror, True
+    flipped = locate(image, mirror, **search)
+    if flipped.found:
+        return flipped, mirror, True
+    return placement, cut, False
 
 
 def _to_canvas(placement: Placement, image_size: tuple[int, int],
@@ -242,14 +315,20 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
     resolution = _resolution_ok(size, profile)
     common = dict(cutout_touches_border=cut.cut_at_source, image_blur=blur,
                   clipped_share=clipped, noise_sigma=noise, quality_warnings=tuple(warnings))
+    mirrored = False
     if placement is None:
-        placement = locate(image, cut, min_confidence=t.match_confidence_min,
-                           min_template_confidence=t.template_confidence_min,
-                           max_rotation_deg=t.max_rotation_deg)
+        search = dict(min_confidence=t.match_confidence_min,
+                      min_template_confidence=t.template_confidence_min,
+                      max_rotation_deg=t.max_rotation_deg,
+                      min_outline_support=t.outline_support_min,
+                      min_damaged_confidence=t.damaged_confidence_min)
+        placement = locate(image, cut, **search)
+        placement, cut, mirrored = _mirror_check(image, cut, placement, t, search)
     if not placement.found:
         issues = [n.PRODUCT_NOT_FOUND] + ([n.LOW_RESOLUTION] if resolution < 1.0 else [])
         return ProductResult(placement=placement, issues=tuple(issues), **common)
-    measured: dict = {"stretch": placement.stretch}
+    measured: dict = {"stretch": placement.stretch, "mirrored": mirrored,
+                      "expansion": expansion(image, cut, placement.matrix)}
     measured.update(_fidelity(image, cut, placement, t))
     if size != image_size:
         placement = _to_canvas(placement, image_size, size)
@@ -260,7 +339,8 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                          delta_e_mean=measured["delta_e_mean"],
                          sharpness_ratio=measured["sharpness_ratio"],
                          altered_share=measured["altered_share"],
-                         edge_score=measured["edge_score"], composition=measured["composition"],
+                         edge_score=measured["edge_score"], expansion=measured["expansion"],
+                         mirrored=mirrored, composition=measured["composition"],
                          product_score=score, issues=tuple(issues), **common)
 
 

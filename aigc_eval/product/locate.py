@@ -22,7 +22,7 @@ verified geometrically, or >= `min_template_confidence` (0.8) for a template mat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import cv2
@@ -50,6 +50,8 @@ class Placement:
     matrix: np.ndarray = field(repr=False)
     stretch: float = 0.0
     method: str = "none"
+    outline: float = math.nan  # outline_support, measured when the grey correlation was weak
+    ambiguity: float = 0.0     # placement_ambiguity (see locate)
 
 
 NOT_FOUND = Placement(False, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros((2, 3)), 0.0, "none")
@@ -185,22 +187,25 @@ def _feature_candidates(generated: np.ndarray, cut: Cutout, work_long_side: int,
         yield affine
 
 
-def _template_candidate(generated: np.ndarray, cut: Cutout) -> np.ndarray | None:
-    """Similarity without rotation (cropped cut-out -> canvas px) from masked multi-scale
+def _template_candidates(generated: np.ndarray, cut: Cutout) -> list[np.ndarray]:
+    """Similarities without rotation (cropped cut-out -> canvas px) from masked multi-scale
     TM_CCOEFF_NORMED on a grey 128 px canvas; the product's long side is searched from 8 % to
-    100 % of the canvas's long side in steps of x1.15."""
+    100 % of the canvas's long side in steps of x1.15. The best peak, then the best peak at a
+    clearly different placement (scale off by > 25 % or moved by > 25 % of the product's
+    size), the runner-up that `placement_ambiguity` is measured against."""
     work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
     canvas, to_canvas = geo.resize_to_long_side(_gray(work), 128)
     to_canvas = geo.compose(to_canvas, to_work)
     canvas = canvas.astype(np.float32)
     gray_cut = _gray(cut.rgb)
     long_side = max(cut.mask.shape)
-    best: tuple[float, np.ndarray] | None = None
+    peaks: list[tuple[float, float, tuple[int, int], np.ndarray]] = []
     size = 0.08 * max(canvas.shape[:2])
     while size <= max(canvas.shape[:2]):
         templ, to_templ = geo.resize_by(gray_cut, size / long_side)
         templ_mask = cv2.resize(cut.mask.astype(np.uint8), templ.shape[1::-1],
                                 interpolation=cv2.INTER_NEAREST)
+        here = size
         size *= 1.15
         if templ.shape[0] > canvas.shape[0] or templ.shape[1] > canvas.shape[1]:
             continue
@@ -208,11 +213,19 @@ def _template_candidate(generated: np.ndarray, cut: Cutout) -> np.ndarray | None
                                    mask=templ_mask)
         scores = np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0)
         _, value, _, loc = cv2.minMaxLoc(scores)
-        if best is None or value > best[0]:
-            best = (value, geo.compose(geo.translation(loc[0], loc[1]), to_templ))
-    if best is None:
-        return None
-    return geo.compose(geo.invert(to_canvas), best[1])
+        centre = (loc[0] + templ.shape[1] / 2.0, loc[1] + templ.shape[0] / 2.0)
+        peaks.append((value, here, centre,
+                      geo.compose(geo.translation(loc[0], loc[1]), to_templ)))
+    if not peaks:
+        return []
+    best = max(peaks, key=lambda peak: peak[0])
+    out = [geo.compose(geo.invert(to_canvas), best[3])]
+    others = [peak for peak in peaks
+              if abs(math.log(peak[1] / best[1])) > math.log(1.25)
+              or math.dist(peak[2], best[2]) > 0.25 * best[1]]
+    if others:
+        out.append(geo.compose(geo.invert(to_canvas), max(others, key=lambda peak: peak[0])[3]))
+    return out
 
 
 def _refine_space(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: int):
@@ -309,24 +322,105 @@ def _refine(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
 
 def _drifted(start: np.ndarray, refined: np.ndarray, cut: Cutout) -> bool:
     """ECC is a local refinement: a result far from its start (scale changed > 25 %, centre
-    moved > 25 % of the product's size, or stretched > 35 %) is the correlation fitting
-    whatever lies there, not the product, so it is not trusted."""
+    moved > 25 % of the product's size, turned > 10°, or stretched > 35 %) is the correlation
+    fitting whatever lies there, not the product, so it is not trusted. (A hue rotation of a
+    colour wheel is a rotation of its grey levels: ECC turned it by the hue angle.)"""
     h, w = cut.mask.shape
     centre = np.array([w / 2.0, h / 2.0, 1.0])
-    scale_start, _ = geo.decompose(start)
-    scale_refined, _ = geo.decompose(refined)
+    scale_start, rotation_start = geo.decompose(start)
+    scale_refined, rotation_refined = geo.decompose(refined)
     moved = float(np.linalg.norm(refined @ centre - start @ centre))
-    return (abs(scale_refined / scale_start - 1.0) > 0.25
+    turned = abs((rotation_refined - rotation_start + 180.0) % 360.0 - 180.0)
+    return (abs(scale_refined / scale_start - 1.0) > 0.25 or turned > 10.0
             or moved > 0.25 * scale_start * max(h, w) or geo.stretch(refined) > 0.35)
+
+
+OUTLINE_LONG_SIDE = 128  # the product's long side (px) when its outline is compared
+
+
+def outline_support(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
+                    long_side: int = OUTLINE_LONG_SIDE) -> float:
+    """How well the mask's outline under `matrix_crop` (cropped cut-out -> canvas px) lies on
+    edges of the generated image, whatever their colours: on a grid where the product is
+    <= `long_side` px, the grey image's Sobel gradient g and the outline's normal n (the Sobel
+    gradient of the mask blurred with σ 1.5) give
+
+        support = Σ |g · n̂| w / Σ |g| w   over pixels where |∇mask| is high (w = |∇mask|),
+
+    rescaled so that gradients of random orientation (mean |cos| = 2/π) give 0 and gradients
+    all across the outline give 1. Colour changes, over-painting of part of the product and
+    blur keep most of the outline (what damage does not change); a placement on unrelated
+    texture scores near 0. Grey levels are used only through the gradient's direction, so the
+    measure is invariant to any monotone or inverting change of brightness along the edge."""
+    scale, _ = geo.decompose(matrix_crop)
+    h, w = cut.mask.shape
+    k = min(1.0, long_side / (max(h, w) * scale))
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
+    mapped = corners @ matrix_crop.T
+    margin = 6.0 / k
+    height, width = generated.shape[:2]
+    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
+    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
+    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
+    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return 0.0
+    crop, to_crop = geo.resize_by(_gray(generated[y0:y1, x0:x1]), k)
+    warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop)
+    key = "mask float"
+    if key not in cut.cache:
+        cut.cache[key] = cut.mask.astype(np.float32)
+    mask = cv2.warpAffine(cut.cache[key], warp, crop.shape[1::-1], flags=cv2.INTER_AREA
+                          if k < 0.5 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mask = cv2.GaussianBlur(mask, (0, 0), 1.5)
+    gray = cv2.GaussianBlur(crop.astype(np.float32), (0, 0), 1.0)
+    mx, my = cv2.Sobel(mask, cv2.CV_32F, 1, 0), cv2.Sobel(mask, cv2.CV_32F, 0, 1)
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    weight = np.hypot(mx, my)
+    # The canvas's own frame is no outline: a product cut off there has no edge to support it.
+    inside = np.zeros(weight.shape, bool)
+    inside[2:-2, 2:-2] = True
+    edge = (weight > 0.25 * max(1e-6, float(weight.max()))) & inside
+    if edge.sum() < 20:
+        return 0.0
+    wn = weight[edge]
+    across = np.abs(gx[edge] * mx[edge] + gy[edge] * my[edge]) / wn
+    magnitude = np.hypot(gx[edge], gy[edge])
+    total = float((magnitude * wn).sum())
+    if total <= 1e-6:
+        return 0.0
+    mean_cos = float((across * wn).sum()) / total
+    return max(0.0, (mean_cos - 2.0 / math.pi) / (1.0 - 2.0 / math.pi))
+
+
+def correlation_at(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
+                   long_side: int = 192, refine: bool = False) -> tuple[float, np.ndarray]:
+    """Grey correlation (as `match_confidence`) of the cut-out under `matrix` (ORIGINAL
+    cut-out -> canvas px), and the matrix; with `refine`, after the ECC refinement."""
+    matrix_crop = geo.compose(matrix, geo.translation(cut.origin[0], cut.origin[1]))
+    if refine:
+        refined, confidence, _ = _refine(generated, cut, matrix_crop, long_side)
+        return confidence, geo.compose(refined, geo.translation(-cut.origin[0], -cut.origin[1]))
+    space = _refine_space(generated, cut, matrix_crop, long_side)
+    if space is None:
+        return 0.0, matrix
+    templ, templ_mask, crop, to_templ, to_crop = space
+    start = geo.compose(to_crop, matrix_crop, geo.invert(to_templ))
+    return max(0.0, correlation(templ, templ_mask, crop, start)), matrix
 
 
 def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
            min_template_confidence: float = 0.8,
            max_rotation_deg: float = 15.0, work_long_side: int = 512,
            refine_long_side: int = 192, sift_long_side: int = 384, min_inliers: int = 6,
-           method: str = "auto") -> Placement:
+           method: str = "auto", min_outline_support: float = 0.5,
+           min_damaged_confidence: float = 0.1) -> Placement:
     """Estimate the cut-out's placement in `generated` (RGB uint8); see the module docstring.
-    `method`: "auto" (ORB, then SIFT, then template), "features" (ORB), "sift" or "template"."""
+    `method`: "auto" (ORB, then SIFT, then template), "features" (ORB), "sift" or "template".
+
+    A candidate whose grey correlation is under its bar is still found when the outline fits
+    (`outline_support` >= `min_outline_support`) and the correlation is at least
+    `min_damaged_confidence`: damage lowers the correlation, not the outline."""
     def candidates():
         if method in ("auto", "features"):
             for affine in _feature_candidates(generated, cut, work_long_side, min_inliers):
@@ -336,13 +430,17 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             for affine in _feature_candidates(generated, cut, sift_long_side, min_inliers, "sift"):
                 yield "sift", affine
         if method in ("auto", "template"):
-            yield "template", _template_candidate(generated, cut)
+            for affine in _template_candidates(generated, cut):
+                yield "template", affine
 
     best: Placement = NOT_FOUND
     centre = (cut.mask.shape[1] / 2.0, cut.mask.shape[0] / 2.0)
+    evaluated: list[Placement] = []
     for name, affine in candidates():
         if affine is None:
             continue
+        if best.found and name != "template":
+            break
         sim = geo.nearest_similarity(affine, centre)
         scale, rotation = geo.decompose(sim)
         if not (abs(rotation) <= max_rotation_deg and 0.02 <= scale <= 50.0):
@@ -355,9 +453,37 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         # so it needs stronger photometric evidence.
         needed = min_template_confidence if name == "template" else min_confidence
         found = plausible and confidence >= needed
-        placement = _placement(sim, cut, confidence, stretch_value, name, found)
+        outline = math.nan
+        if plausible and not found:
+            outline = outline_support(generated, cut, refined)
+            found = outline >= min_outline_support and confidence >= min_damaged_confidence
+        placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),
+                            outline=outline)
+        evaluated.append(placement)
+        if best.found:
+            # The template's runner-up, evaluated for the ambiguity: when it fits as well
+            # (within 0.02) and is larger, it is the one consistent with the frame (a product
+            # cut off at the edge rather than shrunk to fit inside it).
+            if (placement.found and placement.confidence >= best.confidence - 0.02
+                    and placement.scale > 1.1 * best.scale):
+                best = placement
+            break
         if placement.found or placement.confidence > best.confidence:
             best = placement
-        if placement.found:
+        if placement.found and name != "template":
             break
-    return best
+    return replace(best, ambiguity=_ambiguity(best, evaluated, cut)) if best.found else best
+
+
+def _ambiguity(best: Placement, evaluated: list[Placement], cut: Cutout) -> float:
+    """placement_ambiguity: the highest confidence among the evaluated placements that differ
+    clearly from the winner (scale by > 10 % or centre by > 10 % of the product's size), over
+    the winner's; 0 when none was evaluated. Near 1: two placements fit about equally
+    (rotationally symmetric products, repeated patterns), so the placement may be wrong."""
+    h, w = cut.mask.shape
+    centre = np.array([cut.origin[0] + w / 2.0, cut.origin[1] + h / 2.0, 1.0])
+    here = best.matrix @ centre
+    rivals = [p.confidence for p in evaluated
+              if abs(p.scale / best.scale - 1.0) > 0.1
+              or np.linalg.norm(p.matrix @ centre - here) > 0.1 * best.scale * max(h, w)]
+    return min(1.0, max(rivals) / best.confidence) if rivals and best.confidence > 0 else 0.0

@@ -14,6 +14,9 @@ PRODUCT_ROTATION = "product_rotation_deg"
 PRODUCT_STRETCH = "product_stretch"
 MATCH_CONFIDENCE = "match_confidence"
 MATCH_METHOD = "match_method"
+OUTLINE_SUPPORT = "outline_support"          # outline on edges, when the correlation was weak
+PLACEMENT_AMBIGUITY = "placement_ambiguity"  # runner-up placement's confidence / the winner's
+PRODUCT_MIRRORED = "product_mirrored"        # the mirrored cut-out fits clearly better
 
 # Fidelity: is the product the merchant's, unchanged?
 MASKED_SSIM = "masked_ssim"
@@ -21,6 +24,7 @@ DELTA_E_MEAN = "delta_e_mean"
 SHARPNESS_RATIO = "sharpness_ratio"
 ALTERED_SHARE = "altered_share"
 EDGE_SCORE = "edge_score"
+PRODUCT_EXPANSION = "product_expansion"      # product-like content outside the outline / area
 
 # Composition on the canvas.
 COVERAGE_AREA = "coverage_area"
@@ -50,11 +54,15 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     PRODUCT_STRETCH,
     MATCH_CONFIDENCE,
     MATCH_METHOD,
+    OUTLINE_SUPPORT,
+    PLACEMENT_AMBIGUITY,
+    PRODUCT_MIRRORED,
     MASKED_SSIM,
     DELTA_E_MEAN,
     SHARPNESS_RATIO,
     ALTERED_SHARE,
     EDGE_SCORE,
+    PRODUCT_EXPANSION,
     COVERAGE_AREA,
     COVERAGE_LONG_SIDE,
     CENTRE_OFFSET,

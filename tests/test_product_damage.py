@@ -1,0 +1,128 @@
+"""Issue 27's measures on hand-checkable cases: content grown outside the outline
+(product_expansion), the mirrored product (product_mirrored), the outline support that finds a
+damaged product, and the placement ambiguity column."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import skimage.data as skdata
+
+from aigc_eval.product import names
+from aigc_eval.product.check import ProductThresholds, check_product, mirrored_cutout
+from aigc_eval.product.cutout import prepare_cutout
+from aigc_eval.product.expansion import expansion
+from aigc_eval.product.locate import known_placement, outline_support
+
+import product_cases
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return product_cases._grabcut(skdata.chelsea(), (60, 10, 330, 280))
+
+
+def _studio(width=900, height=900):
+    return product_cases.background("studio", width, height)
+
+
+def test_expansion_is_zero_for_a_clean_paste_and_counts_a_grown_copy(cat):
+    cut = prepare_cutout(cat)
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 450))
+    placement = known_placement(scale, ox, oy)
+    clean = expansion(image, cut, placement.matrix)
+    assert clean == pytest.approx(0.0, abs=0.005)
+    grown, share = product_cases.grow_outside(image, alpha, "copy")
+    measured = expansion(grown, cut, placement.matrix)
+    # The copy's part within the band (30 % of the product's size) is counted, less the 5 px
+    # ring left out next to the outline: between a third of the grown share and all of it.
+    assert share / 3 < measured <= share + 0.01
+    assert measured > ProductThresholds().expansion_max
+
+
+def test_expansion_ignores_a_soft_shadow(cat):
+    cut = prepare_cutout(cat)
+    image, _, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 450),
+                                                      shadow=True)
+    assert expansion(image, cut, known_placement(scale, ox, oy).matrix) < 0.005
+
+
+def test_expansion_is_nan_without_background_to_compare(cat):
+    """A product filling the whole frame leaves no background reference."""
+    square = np.ascontiguousarray(cat[40:240, 100:300])
+    square[..., 3] = 255
+    square[0, :, 3] = 0  # one transparent row, so the alpha channel is the mask
+    cut = prepare_cutout(square)
+    image = np.ascontiguousarray(square[..., :3])
+    assert math.isnan(expansion(image, cut, known_placement(1.0, 0.0, 0.0).matrix))
+
+
+def test_a_mirrored_product_is_flagged_and_its_cutout_measured(cat):
+    cut = prepare_cutout(cat)
+    flipped = np.ascontiguousarray(cat[:, ::-1])
+    image, _, _, _ = product_cases.paste(_studio(), flipped, 1.2, (450, 450))
+    row = check_product(image, cut).as_row()
+    assert row[names.PRODUCT_MIRRORED] is True
+    assert names.PRODUCT_ALTERED in row[names.PRODUCT_ISSUES].split(";")
+    assert row[names.PRODUCT_FOUND] and row[names.PRODUCT_SCORE] == 0.0
+    # Measured against the mirrored cut-out: the colours and detail are the merchant's.
+    assert row[names.DELTA_E_MEAN] < 3 and row[names.MASKED_SSIM] > 0.9
+
+
+def test_a_mirror_symmetric_product_is_not_called_mirrored(cat):
+    symmetric = product_cases._symmetrised(cat)
+    cut = prepare_cutout(symmetric)
+    for cutout in (symmetric, np.ascontiguousarray(symmetric[:, ::-1])):
+        image, _, _, _ = product_cases.paste(_studio(), cutout, 1.2, (450, 450))
+        row = check_product(image, cut).as_row()
+        assert row[names.PRODUCT_MIRRORED] is False
+        assert row[names.PRODUCT_ISSUES] == ""
+
+
+def test_mirrored_cutout_is_the_flipped_frame(cat):
+    cut = prepare_cutout(cat)
+    mirror = mirrored_cutout(cut)
+    assert np.array_equal(mirror.mask, cut.mask[:, ::-1])
+    assert mirror.origin[0] + cut.mask.shape[1] + cut.origin[0] == cut.source_size[0]
+    assert mirrored_cutout(cut) is mirror  # cached
+
+
+def test_outline_support_separates_the_product_from_unrelated_texture(cat):
+    cut = prepare_cutout(cat)
+    image, _, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 450))
+    here = known_placement(scale, ox, oy).matrix
+    crop_matrix = here.copy()
+    crop_matrix[:, 2] += here[:, :2] @ np.array(cut.origin, float)
+    assert outline_support(image, cut, crop_matrix) > ProductThresholds().outline_support_min
+    # The same placement on bare gravel: random gradient directions.
+    bare = product_cases.background("gravel", 900, 900)
+    assert outline_support(bare, cut, crop_matrix) < 0.3
+    # Recolouring all of the product keeps its outline.
+    hue = product_cases.hue_rotate(image, (np.abs(image.astype(int) - _studio()).sum(2) > 0) * 1.0,
+                                   120)
+    assert outline_support(hue, cut, crop_matrix) > ProductThresholds().outline_support_min
+
+
+def test_heavily_painted_product_is_found_and_named(cat):
+    """30 % of the product painted over with its background: found, and product_altered."""
+    base = product_cases.background("grass", 900, 900)
+    image, alpha, _, _ = product_cases.paste(base, cat, 1.2, (450, 450))
+    painted, share = product_cases.paint_over(image, alpha, 0.3, base, np.random.default_rng(1))
+    assert share >= 0.3
+    row = check_product(painted, prepare_cutout(cat)).as_row()
+    assert row[names.PRODUCT_FOUND]
+    assert names.PRODUCT_ALTERED in row[names.PRODUCT_ISSUES].split(";")
+
+
+def test_new_columns_are_in_every_row(cat):
+    image, _, _, _ = product_cases.paste(_studio(), cat, 1.2, (450, 450))
+    row = check_product(image, prepare_cutout(cat)).as_row()
+    for column in (names.PRODUCT_EXPANSION, names.PRODUCT_MIRRORED, names.PLACEMENT_AMBIGUITY,
+                   names.OUTLINE_SUPPORT):
+        assert column in names.PRODUCT_COLUMNS and column in row
+    assert 0.0 <= row[names.PLACEMENT_AMBIGUITY] <= 1.0
+    absent = check_product(_studio(), prepare_cutout(cat)).as_row()
+    assert absent[names.PRODUCT_ISSUES] == names.PRODUCT_NOT_FOUND
+    assert absent[names.PRODUCT_MIRRORED] is False
