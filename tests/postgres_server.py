@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 PG_USER = "aigc-pg"  # created when the tests run as root
 
 
@@ -87,3 +89,14 @@ def wait_ready(server: PostgresServer, seconds: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A PostgreSQL server of the module's own, started in a temporary folder."""
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed; scripts/test.sh installs it")
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()

@@ -19,20 +19,12 @@ from aigc_eval.scoring.score_cache import ScoreCache
 from aigc_eval.store import Recorder, RunInfo
 from aigc_eval.store.db import make_engine
 
-from postgres_server import PostgresServer, pg_bin
+from postgres_server import pg  # noqa: F401  (the fixture)
 
 UNTIL = date(2026, 11, 30)  # the day after the window
 CATEGORIES = ("cake", "shoe", "lamp")
 
 
-@pytest.fixture(scope="module")
-def pg():
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL is not installed; scripts/test.sh installs it")
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

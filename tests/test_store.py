@@ -21,19 +21,11 @@ from aigc_eval.store.aggregates import rebuild_all
 from aigc_eval.store.db import current_revision, head_revision, make_engine, upgrade
 from aigc_eval.store.schema import default_spool_path, metadata, resolve_url
 
-from postgres_server import PostgresServer, pg_bin
+from postgres_server import pg  # noqa: F401  (the fixture)
 
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def pg():
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL is not installed; scripts/test.sh installs it")
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
 
 
 _counter = iter(range(10**6))
