@@ -8,9 +8,9 @@ from the placeholder table below (today's CLIP/IS pair and the product term, ver
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping
 
+from aigc_eval.io.csv_io import finite_or_none
 from aigc_eval import columns as col
 from aigc_eval.product import names as pn
 
@@ -74,12 +74,4 @@ def measurement_terms(row: Mapping[str, object]) -> dict[str, float | None]:
     return out
 
 
-def parse_term(value: object) -> float | None:
-    """A finite float from a cell, or None for an empty, non-numeric or non-finite one."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+parse_term = finite_or_none  # one parser of number cells (io/csv_io.py)

@@ -8,6 +8,7 @@ that start with = + - @ neutralised against formula injection.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -79,6 +80,17 @@ def read_rows(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     except csv.Error as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
     return header, rows
+
+
+def finite_or_none(value: object) -> float | None:
+    """A finite float from a cell or value; None for None, "", NaN, infinities and non-numbers."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def read_header(path: str | Path) -> list[str]:

@@ -67,16 +67,10 @@ def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
     product_long = max(h, w) * scale
     k = min(1.0, long_side / product_long)
     band_px = max(3, round(band_fraction * product_long * k))
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
-    mapped = corners @ matrix_crop.T
-    margin = (band_px + 12) / k
-    height, width = generated.shape[:2]
-    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
-    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
-    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
-    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    box = geo.padded_box(matrix_crop, (w, h), (band_px + 12) / k, generated.shape)
+    if box is None:
         return math.nan
+    x0, y0, x1, y1 = box
     crop, to_crop = geo.resize_by(generated[y0:y1, x0:x1], k)
     warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop)
     key = "mask 0/255"

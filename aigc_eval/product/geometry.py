@@ -120,3 +120,19 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.
         out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
         matrix = to3(resize_matrix(fx, fy)) @ matrix
     return out, matrix[:2]
+
+
+def padded_box(matrix: np.ndarray, size: tuple[int, int], margin: float,
+               image_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), end-exclusive, of a (w, h) = `size` frame mapped by the 2x3 or 3x3
+    `matrix`, grown by `margin` pixels on every side and clipped to an image of `image_shape`;
+    None when less than 8 pixels are left on a side."""
+    w, h = size
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
+    mapped = corners @ to3(matrix)[:2].T
+    height, width = image_shape[:2]
+    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
+    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
+    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
+    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
+    return (x0, y0, x1, y1) if x1 - x0 >= 8 and y1 - y0 >= 8 else None

@@ -241,16 +241,10 @@ def _refine_space(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_s
         cut.cache[key] = template
     templ, templ_mask, to_templ = template
     h, w = cut.mask.shape
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
-    mapped = corners @ matrix.T
-    margin = 0.15 * scale * product_long + 8
-    height, width = generated.shape[:2]
-    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
-    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
-    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
-    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    box = geo.padded_box(matrix, (w, h), 0.15 * scale * product_long + 8, generated.shape)
+    if box is None:
         return None
+    x0, y0, x1, y1 = box
     crop, to_crop = geo.resize_by(generated[y0:y1, x0:x1], target / (scale * product_long))
     to_crop = geo.compose(to_crop, geo.translation(-x0, -y0))
     return templ, templ_mask, _gray(crop), to_templ, to_crop
@@ -355,16 +349,10 @@ def outline_support(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
     scale, _ = geo.decompose(matrix_crop)
     h, w = cut.mask.shape
     k = min(1.0, long_side / (max(h, w) * scale))
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
-    mapped = corners @ matrix_crop.T
-    margin = 6.0 / k
-    height, width = generated.shape[:2]
-    x0 = int(max(0, math.floor(mapped[:, 0].min() - margin)))
-    y0 = int(max(0, math.floor(mapped[:, 1].min() - margin)))
-    x1 = int(min(width, math.ceil(mapped[:, 0].max() + margin)))
-    y1 = int(min(height, math.ceil(mapped[:, 1].max() + margin)))
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    box = geo.padded_box(matrix_crop, (w, h), 6.0 / k, generated.shape)
+    if box is None:
         return 0.0
+    x0, y0, x1, y1 = box
     crop, to_crop = geo.resize_by(_gray(generated[y0:y1, x0:x1]), k)
     warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop)
     key = "mask float"

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import torch
 
+from aigc_eval.io.csv_io import finite_or_none
 from aigc_eval import columns as col
 from aigc_eval.metrics.base import MetricResult
 from aigc_eval.metrics.decide import decide, decision_settings, with_calibration
@@ -149,12 +150,7 @@ def _finite(value: object) -> object:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _number(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+_number = finite_or_none  # one parser of number cells (io/csv_io.py)
 
 
 class ScoringService:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 
 import numpy as np
 
+from aigc_eval.io.csv_io import finite_or_none
 from aigc_eval import columns as col
 from aigc_eval.product import names as pn
 from aigc_eval.store.schema import GENERATOR_VERSION, P_ACCEPT
@@ -19,15 +19,7 @@ OWN_COLUMNS = {
 }
 
 
-def number(value: object) -> float | None:
-    """A finite float, or None for None, "", NaN, infinities and text that is no number."""
-    if value is None or value == "":
-        return None
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+number = finite_or_none  # one parser of number cells (io/csv_io.py)
 
 
 # Text columns whose cells may look like numbers ("123", "1e5") and must stay text.
