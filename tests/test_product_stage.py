@@ -142,6 +142,34 @@ def test_main_input_adds_the_product_term_issues_and_report(product_csv, tmp_pat
     assert pn.PRODUCT_SCORE not in without[0] and not any(pn.PRODUCT_RECOLOURED in r[col.REGENERATE] for r in without)
 
 
+def test_the_clip_space_product_similarity_runs_only_when_asked_for(product_csv, tmp_path, clip_dir,
+                                                                     inception_weights):
+    """product_clip costs two CLIP image passes a row and decides nothing by default, so the
+    default set leaves it out; a flag that uses it (or --metrics naming it) runs it."""
+    from aigc_eval.metrics.product_clip import PRODUCT_CLIP_SIMILARITY
+    from aigc_eval.metrics.registry import default_metric_names, flagged_metrics
+
+    assert "product_clip" not in default_metric_names()
+    assert flagged_metrics({"product_clip": 0.0}, {"product_clip.min": "off"}) == set()
+    assert "product_clip" in default_metric_names(flagged_metrics({}, {"product_clip.min": "on"}))
+    common = ["--input", str(product_csv), "--model", "RN50", "--model-dir", str(clip_dir), "--weights",
+              str(inception_weights), "--device", "cpu", "--precision", "fp32", "--no-cache", "--no-report", "-q"]
+    outputs = {}
+    for tag, extra in (("default", []), ("flagged", ["--threshold", "product_clip.min=on"])):
+        out = tmp_path / tag
+        out.mkdir()
+        assert main_cli([*common, *extra, "--clip-result", str(out / "clip.csv"), "--is-result",
+                         str(out / "is.csv"), "--product-result", str(out / "product.csv"),
+                         "--output", str(out / "total.csv")]) == 1  # image-missing is an error row
+        outputs[tag] = {r["id"]: r for r in read_csv(out / "total.csv")}
+    assert PRODUCT_CLIP_SIMILARITY not in outputs["default"]["good"]
+    similarity = float(outputs["flagged"]["good"][PRODUCT_CLIP_SIMILARITY])
+    assert -1.0 <= similarity <= 1.0
+    # The other numbers do not depend on it.
+    assert outputs["flagged"]["good"][col.CLIP_SCORE] == outputs["default"]["good"][col.CLIP_SCORE]
+    assert outputs["flagged"]["good"][pn.PRODUCT_SCORE] == outputs["default"]["good"][pn.PRODUCT_SCORE]
+
+
 def test_canvas_size_of_a_png_is_read_from_its_header(monkeypatch):
     """The stage's canvas size (image_size) of a PNG without EXIF comes from the header alone,
     never from decoding its pixels again; a PNG whose EXIF says rotated still reads rotated."""

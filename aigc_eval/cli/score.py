@@ -61,7 +61,7 @@ from aigc_eval.io.csv_io import read_header
 from aigc_eval.metrics.base import Metric
 from aigc_eval.metrics.decide import check_weights_usable, decision_settings, with_calibration
 from aigc_eval.metrics.product_clip import PRODUCT_CLIP_SIMILARITY
-from aigc_eval.metrics.registry import create_metrics, parse_metric_names
+from aigc_eval.metrics.registry import create_metrics, flagged_metrics, parse_metric_names
 from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.scoring.combined import score_both
 from aigc_eval.scoring.fid_features import DEFAULT_FID_FEATURES, FID_FEATURES_REGISTRY
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.splits < 1:
             raise ValueError(f"--splits must be at least 1, got {args.splits}")
         runtime = runtime_options_from(args)
-        names = parse_metric_names(args.metrics)
+        names = parse_metric_names(args.metrics, flagged_metrics(*decision_flags_from(args)))
         if args.no_product:
             names = [name for name in names if name not in PRODUCT_METRICS]
         setup = MetricSetup(runtime=runtime, model_name=args.model, model_dir=args.model_dir, weights=args.weights,

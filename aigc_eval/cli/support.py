@@ -81,9 +81,11 @@ def add_decision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
 
     classes = metric_classes()
     parser.add_argument("--metrics", default=None, metavar="A,B",
-                        help=f"the metrics to run, comma-separated, from: {', '.join(classes)} (default: all; "
-                             "product metrics run when the input names a cut-out); e.g. --metrics product for a "
-                             "lightweight run with no model weights")
+                        help=f"the metrics to run, comma-separated, from: {', '.join(classes)} (default: all but "
+                             f"the opt-in {', '.join(n for n, c in classes.items() if not c.on_by_default) or '(none)'}, "
+                             "which run when a --weight or --threshold uses them; product metrics run when the "
+                             "input names a cut-out); e.g. --metrics product for a lightweight run with no model "
+                             "weights")
     parser.add_argument("--weight", action="append", default=None, metavar="NAME=W",
                         help="a metric's weight in total_score; defaults: " + ", ".join(
                             f"{n}={c.term.default_weight:g}" for n, c in classes.items() if c.term))

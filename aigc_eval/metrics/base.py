@@ -105,6 +105,9 @@ class Metric:
     required: ClassVar[bool] = True  # its failure makes the image an error (else only its own error column)
     needs: ClassVar[tuple[str, ...]] = ()  # metrics whose results its submit reads (run first)
     result_file: ClassVar[str] = ""  # its stage script's output, named in merged error messages
+    # False: run only when named by --metrics, or by a --weight/--threshold flag (a costly
+    # metric whose default weight is 0 and whose rules are off adds nothing to a decision).
+    on_by_default: ClassVar[bool] = True
     # Its columns in result_total.csv: `total_columns` before the terms and the total, `after_total`
     # after them (a term column listed there is not repeated among the terms).
     total_columns: ClassVar[tuple[str, ...]] = ()

@@ -4,10 +4,10 @@ product_clip_similarity = cos(E(cut-out), E(crop)), where E is the Chinese-CLIP 
 already loaded for CLIPScore, the cut-out is the merchant's whole cut-out frame composited on
 white (outside its mask), and the crop is the generated image cut to product_crop_box (where
 the product check located that frame), both resized as CLIP resizes every image. It catches a
-different object of the same colours, which pixel measures tolerate. Computed whenever the
-product check found the product and CLIP runs; its term (the cosine clipped to 0..1) has weight
-0 and its rule is off by default, so outputs stay as they were until it is switched on
-(--weight product_clip=W, --threshold product_clip.min=on or =V).
+different object of the same colours, which pixel measures tolerate. Opt-in: it runs when
+--metrics names it, or a flag uses it (--weight product_clip=W, --threshold product_clip.min=on
+or =V), and then whenever the product check found the product; its term (the cosine clipped to
+0..1) has weight 0 and its rule is off unless those flags say otherwise.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class ProductClipMetric(Metric):
     required = False
     after_total = (PRODUCT_CLIP_SIMILARITY,)
     needs = ("clip", "product")
+    # Two more CLIP image passes a row (the crop, and each cut-out once): about 60 % of
+    # main.py --input's speed on a CPU (bench/README.md), for a column that decides nothing
+    # until it is weighted or its rule is switched on.
+    on_by_default = False
 
     def __init__(self, setup: MetricSetup):
         self.setup = setup

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from aigc_eval.metrics.base import Metric
 from aigc_eval.metrics.clip import ClipMetric
@@ -46,15 +46,26 @@ def metric_classes() -> dict[str, type[Metric]]:
     return found
 
 
-def default_metric_names() -> list[str]:
-    """All registered metrics (product ones run only when the input names a cut-out)."""
-    return list(metric_classes())
+def default_metric_names(flagged: Iterable[str] = ()) -> list[str]:
+    """The metrics a run without --metrics runs: every registered one that is `on_by_default`,
+    and those of `flagged` (the metrics a --weight or --threshold flag names) that are not
+    (product metrics run only when the input names a cut-out)."""
+    chosen = set(flagged)
+    return [name for name, cls in metric_classes().items() if cls.on_by_default or name in chosen]
 
 
-def parse_metric_names(text: str | None) -> list[str]:
-    """--metrics clip,inception,product -> the names, checked; None gives the default set."""
+def flagged_metrics(weights: Mapping[str, float], thresholds: Mapping[str, object]) -> set[str]:
+    """The metrics that --weight NAME=W (W > 0) and --threshold NAME.RULE=V (V not off) use."""
+    named = {name for name, weight in weights.items() if weight}
+    return named | {key.partition(".")[0] for key, value in thresholds.items()
+                    if str(value) not in ("off", "None")}
+
+
+def parse_metric_names(text: str | None, flagged: Iterable[str] = ()) -> list[str]:
+    """--metrics clip,inception,product -> the names, checked; None gives the default set (with
+    the opt-in metrics in `flagged`)."""
     if text is None:
-        return default_metric_names()
+        return default_metric_names(flagged)
     names = [part.strip() for part in text.split(",") if part.strip()]
     known = metric_classes()
     unknown = [name for name in names if name not in known]
@@ -88,5 +99,5 @@ def create_metrics(names: Iterable[str], setup: MetricSetup, explicit: bool = Fa
 
 def metric_templates(names: Sequence[str] | None = None) -> dict[str, Metric]:
     """The metrics built with a default setup, for what needs only their declarations (the
-    decision flags, merging written results)."""
-    return create_metrics(names or default_metric_names(), MetricSetup())
+    decision flags, merging written results); without `names`, every registered one."""
+    return create_metrics(names or list(metric_classes()), MetricSetup())

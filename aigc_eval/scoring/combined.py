@@ -121,15 +121,17 @@ def score_csv(
     model_name: str, model_dir: Path | None, weights: Path | None, splits: int, cleaning: CleaningOptions,
     runtime: RuntimeOptions, product: ProductOptions | None = None, product_output: Path | None = None,
     reference: Path | None = None, distribution_output: Path | None = None, save_features_dir: Path | None = None,
-    fid_features: str = DEFAULT_FID_FEATURES, fid_weights: Path | None = None,
+    fid_features: str = DEFAULT_FID_FEATURES, fid_weights: Path | None = None, product_clip: bool = False,
 ) -> RunResults:
     """score_both with CLIP and Inception, and with `product` options and a `product_output` the
-    product check and the CLIP-space product similarity, built from these options."""
+    product check (and with `product_clip` the CLIP-space product similarity, opt-in as in
+    main.py --input), built from these options."""
     setup = MetricSetup(runtime=runtime, model_name=model_name, model_dir=model_dir, weights=weights,
                         keep_pool=reference is not None, splits=splits, category_col=cleaning.category_col,
                         **({"product": product} if product is not None else {}))
     with_product = product is not None and product_output is not None
-    metrics = create_metrics(["clip", "inception", *(PRODUCT_METRICS if with_product else ())], setup)
+    chosen = ("product", "product_clip") if product_clip else ("product",)
+    metrics = create_metrics(["clip", "inception", *(chosen if with_product else ())], setup)
     outputs = {"clip": clip_output, "inception": is_output, **({"product": product_output} if with_product else {})}
     return score_both(input_path, metrics, outputs, id_col=id_col, prompt_col=prompt_col, image_col=image_col,  # type: ignore[arg-type]
                       cleaning=cleaning, runtime=runtime, reference=reference, distribution_output=distribution_output,

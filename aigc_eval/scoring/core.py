@@ -109,14 +109,15 @@ class ScoringCore:
     def with_models(cls, *, model_name: str, model_dir: Path | None, weights: Path | None, runtime: RuntimeOptions,
                     product: Any = None, keep_pool: bool = False,
                     names: Sequence[str] = ("clip", "inception")) -> Iterator["ScoringCore"]:
-        """open() on the metrics `names` (with the product check and the CLIP-space product
-        similarity when `product` options are given), built from these options."""
+        """open() on the metrics `names` (with the product check when `product` options are
+        given; add "product_clip" to `names` for the CLIP-space product similarity), built from
+        these options."""
         from aigc_eval.metrics.registry import create_metrics
         from aigc_eval.metrics.setup import MetricSetup
 
         setup = MetricSetup(runtime=runtime, model_name=model_name, model_dir=model_dir, weights=weights,
                             keep_pool=keep_pool, **({"product": product} if product is not None else {}))
-        chosen = list(names) + (["product", "product_clip"] if product is not None else [])
+        chosen = list(names) + (["product"] if product is not None else [])
         with cls.open(create_metrics(chosen, setup), runtime) as core:
             yield core
 

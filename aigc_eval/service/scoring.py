@@ -25,7 +25,7 @@ from aigc_eval.io.csv_io import finite_or_none
 from aigc_eval import columns as col
 from aigc_eval.metrics.base import MetricResult
 from aigc_eval.metrics.decide import decide, decision_settings, with_calibration
-from aigc_eval.metrics.registry import default_metric_names, metric_templates
+from aigc_eval.metrics.registry import default_metric_names, flagged_metrics, metric_templates
 from aigc_eval.metrics.setup import MetricSetup
 from aigc_eval.product import names as pn
 from aigc_eval.product.stage import ProductOptions
@@ -94,7 +94,9 @@ class ServiceSettings:
             raise ValueError("--max-queue, --deadline-s and --max-body-mb must be positive, --max-wait-ms not negative")
 
     def metric_names(self) -> list[str]:
-        return list(self.metrics) if self.metrics is not None else default_metric_names()
+        if self.metrics is not None:
+            return list(self.metrics)
+        return default_metric_names(flagged_metrics(self.metric_weights, self.thresholds))
 
     def metric_setup(self, runtime: RuntimeOptions, marginal: torch.Tensor | None) -> MetricSetup:
         """The metrics' setup: cut-outs read from product_image_url, one image's IS term against `marginal`."""
