@@ -14,7 +14,8 @@ from aigc_eval.product import names
 from aigc_eval.product.check import ProductThresholds, check_product, mirrored_cutout
 from aigc_eval.product.cutout import prepare_cutout
 from aigc_eval.product.expansion import expansion
-from aigc_eval.product.locate import known_placement, outline_support
+from aigc_eval.product.locate import known_placement
+from aigc_eval.product.outline import outline_support
 
 import product_cases
 

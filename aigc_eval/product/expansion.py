@@ -14,15 +14,17 @@ Definition (on a grid where the product's long side is <= 128 px):
 
 * M = the cut-out's mask under the placement; interior = M eroded by 3 px; the band = M dilated
   by 30 % of the product's long side, minus M dilated by 4 % of it (5 px: the outline's own
-  blend, and a mask drawn slightly inside the product's visible edge); the
-  background reference = the crop outside M dilated by that band + 4 px.
+  blend, and a mask drawn slightly inside the product's visible edge); the background
+  reference = the crop outside M dilated by that band + 4 px. Dilations and the erosion are by
+  discs, taken as Euclidean distances to and into M (`cv2.distanceTransform`, precise mask).
 * Colour histograms in CIELAB (OpenCV's 8-bit Lab; 4 lightness x 32 x 32 chroma bins, so
   shading and soft shadows, which mostly change lightness, weigh little): P from the interior,
   B from the background reference, each normalised to sum 1.
 * A band pixel is product-like when P(c) > 4 B(c) + 1e-3 at its colour c (back-projection)
   and it is not a shadow: a shadow pixel is darker (by > 3 levels of OpenCV's 8-bit L) than
   the background extrapolated into the band (normalised convolution of the reference area,
-  Gaussian σ = half the band) with a*b* within 6 levels of it. Then a 3x3 opening.
+  Gaussian σ = half the band, on a half-size grid) with a*b* within 6 levels of it. Then a
+  3x3 opening.
 * `product_expansion` = product-like band pixels 8-connected to that 5 px ring, as a
   share of M's area. NaN when the crop holds fewer than 200 background reference pixels
   (the product fills the frame: there is no background to tell the product from).
@@ -45,10 +47,6 @@ RING_FRACTION = 0.04       # the ring just outside the outline that is left out,
 SHADOW_CHROMA = 6.0        # OpenCV 8-bit Lab a*b* distance within which darker = a shadow
 _BINS = (4, 32, 32)
 _RANGES = [0, 256, 0, 256, 0, 256]
-
-
-def _disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _histogram(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -82,35 +80,37 @@ def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
     if area < 20:
         return math.nan
     mask8 = mask.astype(np.uint8)
-    interior = cv2.erode(mask8, _disc(3)) > 0
-    # The outline's blend, and a mask drawn a little inside the product's visible edge (soft
-    # edges, a rim the merchant's cut-out left out), are not grown content.
-    ring_outer = cv2.dilate(mask8, _disc(max(2, round(RING_FRACTION * long_side)))) > 0
-    reach = cv2.dilate(mask8, _disc(band_px)) > 0
-    background = ~(cv2.dilate(mask8, _disc(band_px + 4)) > 0)
+    # Distances to the mask and into it stand for dilations and erosions by discs.
+    outside = cv2.distanceTransform(1 - mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    inside = cv2.distanceTransform(mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    interior = inside > 3
+    ring_outer = outside <= max(2, round(RING_FRACTION * long_side))
+    band = (outside <= band_px) & ~ring_outer
+    background = outside > band_px + 4
     if background.sum() < 200 or interior.sum() < 20:
         return math.nan
     lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)
-    product_hist = _histogram(lab, interior)
-    background_hist = _histogram(lab, background)
-    likely = product_hist > ratio * background_hist + 1e-3
-    # Back-projection: each pixel's bin (cv2.calcHist's uniform bins over 0..255).
+    likely = _histogram(lab, interior) > ratio * _histogram(lab, background) + 1e-3
     product_like = likely[lab[..., 0] // (256 // _BINS[0]), lab[..., 1] // (256 // _BINS[1]),
                           lab[..., 2] // (256 // _BINS[2])]
-    band = reach & ~ring_outer
-    # A shadow is the background darkened: darker than the background extrapolated into the
-    # band (normalised convolution from the reference area) with about its chroma. It is
-    # product-like in colour when the product is dark, and it is not grown content.
+    candidate = product_like & band
+    if not candidate.any():
+        return 0.0
     sigma = max(2.0, band_px / 2.0)
-    weight = cv2.GaussianBlur(background.astype(np.float32), (0, 0), sigma) + 1e-6
-    local = cv2.GaussianBlur(lab.astype(np.float32) * background[..., None], (0, 0),
-                             sigma) / weight[..., None]
+    # The background's local colour, extrapolated into the band by normalised convolution on a
+    # half-size grid (sigma is at least a few pixels there, so nothing is lost).
+    small_bg = cv2.resize(background.astype(np.float32), None, fx=0.5, fy=0.5,
+                          interpolation=cv2.INTER_AREA)
+    small_lab = cv2.resize(lab.astype(np.float32), None, fx=0.5, fy=0.5,
+                           interpolation=cv2.INTER_AREA)
+    weight = cv2.GaussianBlur(small_bg, (0, 0), sigma / 2) + 1e-6
+    local = cv2.GaussianBlur(small_lab * small_bg[..., None], (0, 0),
+                             sigma / 2) / weight[..., None]
+    local = cv2.resize(local, lab.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     diff = lab.astype(np.float32) - local
     shadow = (diff[..., 0] < -3.0) & (np.hypot(diff[..., 1], diff[..., 2]) <= SHADOW_CHROMA)
-    candidate = cv2.morphologyEx((product_like & band & ~shadow).astype(np.uint8), cv2.MORPH_OPEN,
+    candidate = cv2.morphologyEx((candidate & ~shadow).astype(np.uint8), cv2.MORPH_OPEN,
                                  np.ones((3, 3), np.uint8)) > 0
-    # Connected to the outline: components of (candidate + the outline's ring) that hold
-    # ring pixels; the ring itself is not counted.
     ring = ring_outer & ~mask
     count, labels = cv2.connectedComponents((candidate | ring).astype(np.uint8), connectivity=8)
     if count <= 1:

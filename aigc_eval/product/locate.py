@@ -9,8 +9,9 @@ Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
    not verify) the full search with 3000 runs.
    If ORB fails (a smooth product on a busy background), SIFT (cv2.SIFT_create) on a 384 px
    canvas, same matching and RANSAC.
-2. If features fail (a textureless product), masked multi-scale template matching
-   (cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side 128 px).
+2. If features fail (a textureless or thin product), masked multi-scale template matching
+   (template_search.py: cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side
+   128 px); its best peak and up to two clearly different ones are each refined and verified.
 3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
    product's comparison size (<= 192 px long side), kept only if it raises the correlation.
 
@@ -30,6 +31,8 @@ import numpy as np
 
 from . import geometry as geo
 from .cutout import Cutout
+from .outline import outline_support
+from .template_search import template_candidates
 
 
 @dataclass(frozen=True)
@@ -187,47 +190,6 @@ def _feature_candidates(generated: np.ndarray, cut: Cutout, work_long_side: int,
         yield affine
 
 
-def _template_candidates(generated: np.ndarray, cut: Cutout) -> list[np.ndarray]:
-    """Similarities without rotation (cropped cut-out -> canvas px) from masked multi-scale
-    TM_CCOEFF_NORMED on a grey 128 px canvas; the product's long side is searched from 8 % to
-    100 % of the canvas's long side in steps of x1.15. The best peak, then the best peak at a
-    clearly different placement (scale off by > 25 % or moved by > 25 % of the product's
-    size), the runner-up that `placement_ambiguity` is measured against."""
-    work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
-    canvas, to_canvas = geo.resize_to_long_side(_gray(work), 128)
-    to_canvas = geo.compose(to_canvas, to_work)
-    canvas = canvas.astype(np.float32)
-    gray_cut = _gray(cut.rgb)
-    long_side = max(cut.mask.shape)
-    peaks: list[tuple[float, float, tuple[int, int], np.ndarray]] = []
-    size = 0.08 * max(canvas.shape[:2])
-    while size <= max(canvas.shape[:2]):
-        templ, to_templ = geo.resize_by(gray_cut, size / long_side)
-        templ_mask = cv2.resize(cut.mask.astype(np.uint8), templ.shape[1::-1],
-                                interpolation=cv2.INTER_NEAREST)
-        here = size
-        size *= 1.15
-        if templ.shape[0] > canvas.shape[0] or templ.shape[1] > canvas.shape[1]:
-            continue
-        scores = cv2.matchTemplate(canvas, templ.astype(np.float32), cv2.TM_CCOEFF_NORMED,
-                                   mask=templ_mask)
-        scores = np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0)
-        _, value, _, loc = cv2.minMaxLoc(scores)
-        centre = (loc[0] + templ.shape[1] / 2.0, loc[1] + templ.shape[0] / 2.0)
-        peaks.append((value, here, centre,
-                      geo.compose(geo.translation(loc[0], loc[1]), to_templ)))
-    if not peaks:
-        return []
-    best = max(peaks, key=lambda peak: peak[0])
-    out = [geo.compose(geo.invert(to_canvas), best[3])]
-    others = [peak for peak in peaks
-              if abs(math.log(peak[1] / best[1])) > math.log(1.25)
-              or math.dist(peak[2], best[2]) > 0.25 * best[1]]
-    if others:
-        out.append(geo.compose(geo.invert(to_canvas), max(others, key=lambda peak: peak[0])[3]))
-    return out
-
-
 def _refine_space(generated: np.ndarray, cut: Cutout, matrix: np.ndarray, long_side: int):
     """Cut-out and canvas crop resampled so the product is about `long_side` px in both.
     Returns (template grey, template mask eroded by 2 px (0/255), canvas grey crop,
@@ -329,58 +291,6 @@ def _drifted(start: np.ndarray, refined: np.ndarray, cut: Cutout) -> bool:
             or moved > 0.25 * scale_start * max(h, w) or geo.stretch(refined) > 0.35)
 
 
-OUTLINE_LONG_SIDE = 128  # the product's long side (px) when its outline is compared
-
-
-def outline_support(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
-                    long_side: int = OUTLINE_LONG_SIDE) -> float:
-    """How well the mask's outline under `matrix_crop` (cropped cut-out -> canvas px) lies on
-    edges of the generated image, whatever their colours: on a grid where the product is
-    <= `long_side` px, the grey image's Sobel gradient g and the outline's normal n (the Sobel
-    gradient of the mask blurred with σ 1.5) give
-
-        support = Σ |g · n̂| w / Σ |g| w   over pixels where |∇mask| is high (w = |∇mask|),
-
-    rescaled so that gradients of random orientation (mean |cos| = 2/π) give 0 and gradients
-    all across the outline give 1. Colour changes, over-painting of part of the product and
-    blur keep most of the outline (what damage does not change); a placement on unrelated
-    texture scores near 0. Grey levels are used only through the gradient's direction, so the
-    measure is invariant to any monotone or inverting change of brightness along the edge."""
-    scale, _ = geo.decompose(matrix_crop)
-    h, w = cut.mask.shape
-    k = min(1.0, long_side / (max(h, w) * scale))
-    box = geo.padded_box(matrix_crop, (w, h), 6.0 / k, generated.shape)
-    if box is None:
-        return 0.0
-    x0, y0, x1, y1 = box
-    crop, to_crop = geo.resize_by(_gray(generated[y0:y1, x0:x1]), k)
-    warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop)
-    key = "mask float"
-    if key not in cut.cache:
-        cut.cache[key] = cut.mask.astype(np.float32)
-    mask = cv2.warpAffine(cut.cache[key], warp, crop.shape[1::-1], flags=cv2.INTER_AREA
-                          if k < 0.5 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    mask = cv2.GaussianBlur(mask, (0, 0), 1.5)
-    gray = cv2.GaussianBlur(crop.astype(np.float32), (0, 0), 1.0)
-    mx, my = cv2.Sobel(mask, cv2.CV_32F, 1, 0), cv2.Sobel(mask, cv2.CV_32F, 0, 1)
-    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
-    weight = np.hypot(mx, my)
-    # The canvas's own frame is no outline: a product cut off there has no edge to support it.
-    inside = np.zeros(weight.shape, bool)
-    inside[2:-2, 2:-2] = True
-    edge = (weight > 0.25 * max(1e-6, float(weight.max()))) & inside
-    if edge.sum() < 20:
-        return 0.0
-    wn = weight[edge]
-    across = np.abs(gx[edge] * mx[edge] + gy[edge] * my[edge]) / wn
-    magnitude = np.hypot(gx[edge], gy[edge])
-    total = float((magnitude * wn).sum())
-    if total <= 1e-6:
-        return 0.0
-    mean_cos = float((across * wn).sum()) / total
-    return max(0.0, (mean_cos - 2.0 / math.pi) / (1.0 - 2.0 / math.pi))
-
-
 def correlation_at(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
                    long_side: int = 192, refine: bool = False) -> tuple[float, np.ndarray]:
     """Grey correlation (as `match_confidence`) of the cut-out under `matrix` (ORIGINAL
@@ -418,7 +328,7 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             for affine in _feature_candidates(generated, cut, sift_long_side, min_inliers, "sift"):
                 yield "sift", affine
         if method in ("auto", "template"):
-            for affine in _template_candidates(generated, cut):
+            for affine in template_candidates(generated, cut):
                 yield "template", affine
 
     best: Placement = NOT_FOUND
@@ -448,18 +358,22 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),
                             outline=outline)
         evaluated.append(placement)
-        if best.found:
-            # The template's runner-up, evaluated for the ambiguity: when it fits as well
-            # (within 0.02) and is larger, it is the one consistent with the frame (a product
-            # cut off at the edge rather than shrunk to fit inside it).
-            if (placement.found and placement.confidence >= best.confidence - 0.02
-                    and placement.scale > 1.1 * best.scale):
-                best = placement
+        if placement.found and name != "template":
+            best = placement
             break
+        if name == "template" and best.found:
+            # Every template peak is evaluated: the best score on the coarse grid is not always
+            # the product. A rival replaces the standing placement when it fits clearly better
+            # (by > 0.02), or as well (within 0.02) and is larger: the placement consistent
+            # with the frame (a product cut off at the edge rather than shrunk to fit inside).
+            if placement.found and (
+                    placement.confidence > best.confidence + 0.02
+                    or (placement.confidence >= best.confidence - 0.02
+                        and placement.scale > 1.1 * best.scale)):
+                best = placement
+            continue
         if placement.found or placement.confidence > best.confidence:
             best = placement
-        if placement.found and name != "template":
-            break
     return replace(best, ambiguity=_ambiguity(best, evaluated, cut)) if best.found else best
 
 

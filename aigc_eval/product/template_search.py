@@ -1,0 +1,118 @@
+"""The locator's last resort: masked multi-scale template matching of the cut-out's grey levels.
+
+Features (ORB, SIFT) fail on smooth or thin products; a template has no keypoints to lose. The
+peaks found here carry no geometric verification, so `locate` ECC-refines each one and asks more
+of its correlation (`min_template_confidence`) than of a feature fit."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from . import geometry as geo
+from .cutout import Cutout
+
+TEMPLATE_LONG_SIDE = 128   # the canvas's long side (px) on which templates are matched
+MIN_TEMPLATE_PIXELS = 150  # a masked correlation over fewer pixels fits almost anything
+TEMPLATE_PEAKS = 3         # peaks handed to `locate`: the best and clearly different rivals
+FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
+FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _distinct(peak: tuple, chosen: list[tuple]) -> bool:
+    """A peak clearly differs from every chosen one: scale off by > 25 % or centre moved by
+    > 25 % of the chosen product's size."""
+    return all(abs(math.log(peak[1] / other[1])) > math.log(1.25)
+               or math.dist(peak[2], other[2]) > 0.25 * other[1] for other in chosen)
+
+
+def _match(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: float,
+           window: tuple[int, int, int, int] | None = None):
+    """(score, centre, template -> canvas matrix) of the best placement of the grey cut-out
+    resized so its long side is `size`, inside `window` (x0, y0, x1, y1) of the canvas or
+    anywhere; None when the template is too small, or larger than the canvas or window."""
+    templ, to_templ = geo.resize_by(gray_cut, size / max(mask.shape))
+    templ_mask = cv2.resize(mask.astype(np.uint8), templ.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    x0, y0, x1, y1 = window or (0, 0, canvas.shape[1], canvas.shape[0])
+    if (templ.shape[0] > y1 - y0 or templ.shape[1] > x1 - x0
+            or int(templ_mask.sum()) < MIN_TEMPLATE_PIXELS):
+        return None
+    scores = cv2.matchTemplate(canvas[y0:y1, x0:x1], templ.astype(np.float32), cv2.TM_CCOEFF_NORMED,
+                               mask=templ_mask)
+    scores = np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0)
+    _, value, _, loc = cv2.minMaxLoc(scores)
+    x, y = loc[0] + x0, loc[1] + y0
+    centre = (x + templ.shape[1] / 2.0, y + templ.shape[0] / 2.0)
+    return value, centre, geo.compose(geo.translation(x, y), to_templ)
+
+
+def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: float,
+           centre: tuple[float, float]) -> np.ndarray | None:
+    """The coarse peak (product long side `size` at `centre`, in `canvas` px) re-placed on the
+    finer `canvas`: scales within x1.03^±FINE_STEPS, positions within 15 % of the product's
+    size (+4 px) of the coarse one; its template -> canvas matrix, or None."""
+    best = None
+    for step in range(-FINE_STEPS, FINE_STEPS + 1):
+        here = size * 1.03 ** step
+        reach = 0.15 * size + 4
+        half_w = here * mask.shape[1] / max(mask.shape) / 2 + reach
+        half_h = here * mask.shape[0] / max(mask.shape) / 2 + reach
+        window = (max(0, int(centre[0] - half_w)), max(0, int(centre[1] - half_h)),
+                  min(canvas.shape[1], int(math.ceil(centre[0] + half_w)) + 1),
+                  min(canvas.shape[0], int(math.ceil(centre[1] + half_h)) + 1))
+        found = _match(canvas, gray_cut, mask, here, window)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    return None if best is None else best[2]
+
+
+def template_candidates(generated: np.ndarray, cut: Cutout,
+                        peaks: int = TEMPLATE_PEAKS) -> list[np.ndarray]:
+    """Similarities without rotation (cropped cut-out -> canvas px) from masked multi-scale
+    TM_CCOEFF_NORMED on a grey canvas of `TEMPLATE_LONG_SIDE` px; the product's long side is
+    searched from 8 % to 100 % of the canvas's long side in steps of x1.15. A template whose
+    mask would hold fewer than `MIN_TEMPLATE_PIXELS` pixels there (a small or thin product:
+    a few dozen pixels correlate at 0.95 with some spot of any busy image) is matched on the
+    `FINE_LONG_SIDE` canvas instead, or skipped if still too small. One peak per scale;
+    returned: the best, then up to `peaks` - 1 clearly different ones (`_distinct`), best first,
+    each re-placed on the finer canvas (`_finer`). `placement_ambiguity` is measured against
+    those rivals."""
+    work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
+    gray_work = _gray(work)
+    grids = []
+    for side in (TEMPLATE_LONG_SIDE, FINE_LONG_SIDE):
+        canvas, to_canvas = geo.resize_to_long_side(gray_work, side)
+        grids.append((canvas.astype(np.float32), geo.compose(to_canvas, to_work)))
+    (coarse, to_coarse), (fine, to_fine) = grids
+    factor = max(fine.shape) / max(coarse.shape)
+    gray_cut = _gray(cut.rgb)
+    found: list[tuple[float, float, tuple[float, float], np.ndarray]] = []
+    size = 0.08 * max(coarse.shape)
+    while size <= max(coarse.shape):
+        match = _match(coarse, gray_cut, cut.mask, size)
+        if match is not None:
+            found.append((match[0], size, match[1], geo.compose(geo.invert(to_coarse), match[2])))
+        elif factor > 1 and (match := _match(fine, gray_cut, cut.mask, size * factor)) is not None:
+            centre = ((match[1][0] + 0.5) / factor - 0.5, (match[1][1] + 0.5) / factor - 0.5)
+            found.append((match[0], size, centre, geo.compose(geo.invert(to_fine), match[2])))
+        size *= 1.15
+    chosen: list[tuple] = []
+    for peak in sorted(found, key=lambda peak: -peak[0]):
+        if len(chosen) == peaks:
+            break
+        if _distinct(peak, chosen):
+            chosen.append(peak)
+    # The coarse grid's scale steps (x1.15) and pixels are too coarse a start for ECC on thin
+    # or smooth products; each peak is re-placed on the finer canvas first.
+    out = []
+    for _, size, centre, matrix in chosen:
+        finer = _finer(fine, gray_cut, cut.mask, size * factor,
+                       ((centre[0] + 0.5) * factor - 0.5, (centre[1] + 0.5) * factor - 0.5))
+        out.append(geo.compose(geo.invert(to_fine), finer) if finer is not None else matrix)
+    return out
