@@ -30,6 +30,8 @@ class ProductThresholds:
     sharpness_long_side: int = 384     # ... when comparing sharpness (blur shows at this scale)
     delta_e_max: float = 6.0           # mean CIEDE2000 over the product -> product_recoloured
     sharpness_ratio_min: float = 0.5   # Laplacian energy ratio -> product_blurred
+    blur_sigma_max: float = 1.0        # ... or a blur this wide (px, sharpness grid) explains it
+    soft_ratio_max: float = 0.8        # ... measured when the energy ratio is under this
     altered_ssim_tolerance: float = 0.5  # structure SSIM below this marks a pixel altered
     altered_share_max: float = 0.05    # altered pixels' share -> product_altered
     stretch_max: float = 0.05          # affine anisotropy -> product_altered
@@ -55,6 +57,10 @@ THRESHOLD_HELP: dict[str, str] = {
     "delta_e_max": "mean CIEDE2000 over the product above which it is product_recoloured",
     "sharpness_ratio_min": "generated/cut-out Laplacian energy below which it is "
                            "product_blurred",
+    "blur_sigma_max": "Gaussian blur (px, with the product at sharpness_long_side) beyond which a "
+                      "product that lost detail is product_blurred, however soft it was",
+    "soft_ratio_max": "Laplacian energy ratio under which blur_sigma is measured (and must be, "
+                      "with blur_sigma_max, for product_blurred)",
     "altered_ssim_tolerance": "smoothed grey SSIM below which a product pixel counts as altered",
     "altered_share_max": "share of altered product pixels above which it is product_altered",
     "stretch_max": "affine anisotropy (largest/smallest singular value - 1) above which it is "
@@ -81,6 +87,7 @@ class ProductResult:
     masked_ssim: float = math.nan
     delta_e_mean: float = math.nan
     sharpness_ratio: float = math.nan
+    blur_sigma: float = math.nan
     altered_share: float = math.nan
     edge_score: float = math.nan
     expansion: float = math.nan
@@ -116,6 +123,7 @@ class ProductResult:
             n.MASKED_SSIM: r(self.masked_ssim),
             n.DELTA_E_MEAN: r(self.delta_e_mean, 3),
             n.SHARPNESS_RATIO: r(self.sharpness_ratio),
+            n.BLUR_SIGMA: r(self.blur_sigma, 2),
             n.ALTERED_SHARE: r(self.altered_share),
             n.EDGE_SCORE: r(self.edge_score),
             n.PRODUCT_EXPANSION: r(self.expansion),
@@ -155,6 +163,17 @@ def _resolution_ok(size: tuple[int, int], profile: comp.Profile) -> float:
     return min(ratios)
 
 
+def _blur_badness(sharpness: float, sigma: float, t: ProductThresholds) -> float:
+    """The blur factor's badness: the lost Laplacian energy, (1 - min(1, ratio)) / (1 -
+    sharpness_ratio_min), or, when the product lost detail (ratio < soft_ratio_max) and a blur
+    explains it, blur_sigma / blur_sigma_max if that is worse (a soft product keeps much of its
+    little energy when blurred further, its blur still shows)."""
+    badness = (1.0 - min(1.0, sharpness)) / (1.0 - t.sharpness_ratio_min)
+    if math.isfinite(sigma) and sharpness < t.soft_ratio_max:
+        badness = max(badness, sigma / t.blur_sigma_max)
+    return badness
+
+
 def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
                       resolution: float, cut_counts: bool) -> tuple[float, list[str]]:
     """product_score = fidelity x composition (docs/product_checks.md has the formula)."""
@@ -162,7 +181,7 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
     sharp = result["sharpness_ratio"]
     fidelity_terms = {
         n.PRODUCT_RECOLOURED: result["delta_e_mean"] / t.delta_e_max,
-        n.PRODUCT_BLURRED: (1.0 - min(1.0, sharp)) / (1.0 - t.sharpness_ratio_min),
+        n.PRODUCT_BLURRED: _blur_badness(sharp, result["blur_sigma"], t),
         "altered_area": result["altered_share"] / t.altered_share_max,
         "stretch": result["stretch"] / t.stretch_max,
         "edge": (1.0 - result["edge_score"]) / (1.0 - t.edge_score_min),
@@ -203,8 +222,8 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
                            mimic_upscale=True)
     nan = math.nan
     if pair is None or sharp_pair is None:
-        return dict(masked_ssim=nan, delta_e_mean=nan, sharpness_ratio=nan, altered_share=nan,
-                    edge_score=nan)
+        return dict(masked_ssim=nan, delta_e_mean=nan, sharpness_ratio=nan, blur_sigma=nan,
+                    altered_share=nan, edge_score=nan)
     band = fid.erode_px(pair.mask)
     eroded = fid.erode(pair.mask, band)
     inner = eroded if eroded.sum() >= 20 else pair.mask
@@ -221,11 +240,15 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
     colour, rim = fid.delta_e_at(pair.generated, pair.reference, colour_mask,
                                  fid.rim_mask(pair.mask, band, eroded))
     sharp_inner = fid.erode(sharp_pair.mask, fid.erode_px(sharp_pair.mask))
+    sharp_inner = sharp_inner if sharp_inner.any() else sharp_pair.mask
+    sharpness = fid.sharpness_ratio(sharp_pair.generated, sharp_pair.reference, sharp_inner)
+    # Measured only when detail was lost: the usual product keeps its energy and skips the cost.
+    sigma = (fid.blur_sigma(sharp_pair.generated, sharp_pair.reference, sharp_inner)
+             if sharpness < t.soft_ratio_max else math.nan)
     return dict(
         masked_ssim=fid.masked_ssim(pair.generated, pair.reference, inner),
         delta_e_mean=float(colour.mean()),
-        sharpness_ratio=fid.sharpness_ratio(sharp_pair.generated, sharp_pair.reference,
-                                            sharp_inner if sharp_inner.any() else sharp_pair.mask),
+        sharpness_ratio=sharpness, blur_sigma=sigma,
         altered_share=float(altered.sum() / inner.sum()),
         edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour))))
 
@@ -338,6 +361,7 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
     return ProductResult(placement=placement, masked_ssim=measured["masked_ssim"],
                          delta_e_mean=measured["delta_e_mean"],
                          sharpness_ratio=measured["sharpness_ratio"],
+                         blur_sigma=measured["blur_sigma"],
                          altered_share=measured["altered_share"],
                          edge_score=measured["edge_score"], expansion=measured["expansion"],
                          mirrored=mirrored, composition=measured["composition"],

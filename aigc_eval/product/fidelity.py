@@ -210,6 +210,45 @@ def sharpness_ratio(generated: np.ndarray, reference: np.ndarray, mask: np.ndarr
     return laplacian_energy(generated, mask) / reference_energy
 
 
+BLUR_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # px on the sharpness grid
+
+
+def blur_sigma(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """The Gaussian σ (px on this grid) that best explains the generated product as a blurred
+    reference: for each σ of `BLUR_SIGMAS`, the least-squares residual of the generated grey
+    levels against gain × (reference blurred by σ) + offset over the mask (every 2nd row and
+    column; the gain and offset take brightness and contrast changes out); the best σ, refined by
+    a parabola through it and its neighbours. Unlike the Laplacian energy ratio it does not
+    depend on how much fine detail the product had: an already soft product blurred further is
+    still explained by its blur."""
+    y = cv2.cvtColor(generated, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    sample = mask.copy()
+    sample[1::2] = False
+    sample[:, 1::2] = False
+    if sample.sum() < 20:
+        return math.nan
+    target = y[sample].astype(np.float64)
+    target -= target.mean()
+    total = float(target @ target)
+    residuals = []
+    for sigma in BLUR_SIGMAS:
+        x = (cv2.GaussianBlur(ref, (0, 0), sigma) if sigma else ref)[sample].astype(np.float64)
+        x -= x.mean()
+        var = float(x @ x)
+        residuals.append(total - float(x @ target) ** 2 / var if var > 1e-9 else total)
+    i = int(np.argmin(residuals))
+    if 0 < i < len(BLUR_SIGMAS) - 1:
+        (s0, s1, s2), (r0, r1, r2) = BLUR_SIGMAS[i - 1:i + 2], residuals[i - 1:i + 2]
+        # The vertex of the parabola through the three points (unequal spacing).
+        denom = (s0 - s1) * (s0 - s2) * (s1 - s2)
+        a = (s2 * (r1 - r0) + s1 * (r0 - r2) + s0 * (r2 - r1)) / denom
+        b = (s2 * s2 * (r0 - r1) + s1 * s1 * (r2 - r0) + s0 * s0 * (r1 - r2)) / denom
+        if a > 0:
+            return float(min(s2, max(s0, -b / (2 * a))))
+    return float(BLUR_SIGMAS[i])
+
+
 def structure_map(a: np.ndarray, b: np.ndarray, smooth_sigma: float = 2.0) -> np.ndarray:
     """Content agreement per pixel: SSIM map (skimage, Gaussian window σ=1.5) of the grey images
     after a Gaussian blur of σ=`smooth_sigma` px and a 2x shrink (INTER_AREA) of both, resized

@@ -22,6 +22,7 @@ PRODUCT_MIRRORED = "product_mirrored"        # the mirrored cut-out fits clearly
 MASKED_SSIM = "masked_ssim"
 DELTA_E_MEAN = "delta_e_mean"
 SHARPNESS_RATIO = "sharpness_ratio"
+BLUR_SIGMA = "blur_sigma"                    # Gaussian σ explaining the product, when it is softer
 ALTERED_SHARE = "altered_share"
 EDGE_SCORE = "edge_score"
 PRODUCT_EXPANSION = "product_expansion"      # product-like content outside the outline / area
@@ -60,6 +61,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     MASKED_SSIM,
     DELTA_E_MEAN,
     SHARPNESS_RATIO,
+    BLUR_SIGMA,
     ALTERED_SHARE,
     EDGE_SCORE,
     PRODUCT_EXPANSION,
