@@ -136,23 +136,33 @@ def _photo(name: str) -> np.ndarray:
     return np.dstack([image] * 3) if image.ndim == 2 else image
 
 
+def studio_gradient(top, bottom, width: int, height: int, bow: float = 10.0) -> np.ndarray:
+    """A studio backdrop: `top` to `bottom` (RGB) down the canvas, darker by up to `bow` grey
+    levels towards the sides."""
+    top, bottom = np.array(top, np.float64), np.array(bottom, np.float64)
+    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+    xs = np.linspace(-1.0, 1.0, width)[None, :, None]
+    image = top + (bottom - top) * ramp - bow * xs ** 2
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
+def cover(photo: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`photo` resized (bicubic) to cover a width x height canvas and centre-cropped to it."""
+    factor = max(width / photo.shape[1], height / photo.shape[0])
+    big = cv2.resize(photo, (math.ceil(photo.shape[1] * factor), math.ceil(photo.shape[0] * factor)),
+                     interpolation=cv2.INTER_CUBIC)
+    y0, x0 = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+    return np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+
+
 def background(name: str, width: int, height: int) -> np.ndarray:
     """A real photo covering the canvas (resized and centre-cropped), or a studio gradient."""
     if name.startswith("studio"):
         top, bottom = {"studio": ((246, 246, 248), (206, 210, 218)),
                        "studio_warm": ((250, 238, 226), (214, 196, 180)),
                        "studio_cool": ((226, 236, 246), (170, 186, 204))}[name]
-        top, bottom = np.array(top), np.array(bottom)
-        ramp = np.linspace(0.0, 1.0, height)[:, None, None]
-        xs = np.linspace(-1.0, 1.0, width)[None, :, None]
-        image = top + (bottom - top) * ramp - 10.0 * xs ** 2
-        return np.clip(image, 0, 255).round().astype(np.uint8)
-    photo = _photo(name)
-    factor = max(width / photo.shape[1], height / photo.shape[0])
-    big = cv2.resize(photo, (math.ceil(photo.shape[1] * factor), math.ceil(photo.shape[0] * factor)),
-                     interpolation=cv2.INTER_CUBIC)
-    y0, x0 = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
-    return np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+        return studio_gradient(top, bottom, width, height)
+    return cover(_photo(name), width, height)
 
 
 def product_box(cutout: np.ndarray) -> tuple[int, int, int, int]:
@@ -286,9 +296,17 @@ CANVASES = ((1024, 1024), (800, 800), (1000, 1000), (1024, 768), (900, 900))
 def _place(products, name, kind, i, fill, centre=(0.5, 0.5), fmt="jpg90", canvas=None,
            bg=None, min_outside=0.0, **paste_args):
     """Composite product `name` with its long side = `fill` x the canvas's matching side."""
-    cutout = products[name]
     width, height = canvas or CANVASES[i % len(CANVASES)]
     base = background(bg or BACKGROUNDS[i % len(BACKGROUNDS)], width, height)
+    return place_on(base, products[name], fill, centre, min_outside, **paste_args)
+
+
+def place_on(base: np.ndarray, cutout: np.ndarray, fill: float, centre=(0.5, 0.5),
+             min_outside: float = 0.0, **paste_args):
+    """Composite `cutout` on the canvas `base` with its long side = `fill` x the canvas's
+    matching side, centred at `centre` (fractions); pushed out of the frame until at least
+    `min_outside` of it lies outside. Returns what `paste` returns."""
+    height, width = base.shape[:2]
     _, _, bw, bh = product_box(cutout)
     scale = fill * (width / bw if bw / width >= bh / height else height / bh)
     cx, cy = centre
@@ -300,7 +318,7 @@ def _place(products, name, kind, i, fill, centre=(0.5, 0.5), fmt="jpg90", canvas
         # Push further out of the frame, away from the centre.
         cx += 0.02 * np.sign(cx - 0.5)
         cy += 0.02 * np.sign(cy - 0.5)
-    raise RuntimeError(f"could not push {name} {min_outside:.0%} out of the frame")
+    raise RuntimeError(f"could not push the product {min_outside:.0%} out of the frame")
 
 
 def build_cases(products: dict[str, np.ndarray]) -> list[Case]:

@@ -1,6 +1,7 @@
-"""The product checks over the case set built from real photographs (tests/product_cases.py):
-no issue on any must-pass case, the right issue on (at least 95 % of) the must-flag cases, and
-the confusion table printed for docs/product_checks.md."""
+"""The product checks over the case set built from real photographs (tests/product_cases.py and
+the fresh set-aside part, tests/product_cases_fresh.py): no issue on any must-pass case of the
+tuned part, the right issue on (at least 95 % of) its must-flag cases, the set-aside parts at
+their measured levels, and the confusion tables printed for docs/product_checks.md."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from aigc_eval.product.composition import PROFILES
 from aigc_eval.product.cutout import prepare_cutout
 
 import product_cases
+import product_cases_fresh
+from product_cases_fresh import FRESH
 
 
 @pytest.fixture(scope="session")
 def products():
-    return product_cases.build_products()
+    return {**product_cases.build_products(), **product_cases_fresh.build_fresh_products()}
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +37,8 @@ def cutouts(products):
 def cases(products):
     with warnings.catch_warnings():  # lab2rgb clips the out-of-gamut part of the casts
         warnings.simplefilter("ignore")
-        return product_cases.build_cases(products)
+        return [*product_cases.build_cases(products),
+                *product_cases_fresh.build_fresh_cases(products)]
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +93,17 @@ def test_case_set_is_big_and_varied(cases):
     # The set-aside part shares no product and no background photo with the tuned part.
     tuned_products = {case.product for case in cases if case.part == product_cases.TUNED}
     assert not tuned_products & {case.product for case in held_out}
+    # The fresh part: products that neither other part has (measured once, after the rest).
+    fresh = [case for case in cases if case.part == FRESH]
+    assert len(fresh) >= 90
+    assert not {case.product for case in fresh} & {case.product for case in cases
+                                                   if case.part != FRESH}
     per_kind = Counter(case.kind for case in cases)
-    # Two mirror-symmetric products (cat_sym tuned, coin_sym set aside), one case each.
+    # Three mirror-symmetric products (cat_sym tuned, coin_sym and pagoda_sym set aside), one
+    # case each.
     assert all(count >= 3 for kind, count in per_kind.items()
                if kind != "mirrored_symmetric"), per_kind
-    assert per_kind["mirrored_symmetric"] == 2
+    assert per_kind["mirrored_symmetric"] == 3
     assert len({case.product for case in cases}) >= 4
 
 
@@ -125,7 +135,7 @@ def _rates(results, part: str) -> dict[str, object]:
 def test_confusion_table(results, capsys):
     times = [seconds for _, _, seconds in results]
     with capsys.disabled():
-        for part in (product_cases.TUNED, product_cases.HELD_OUT):
+        for part in (product_cases.TUNED, product_cases.HELD_OUT, FRESH):
             subset = [item for item in results if item[0].part == part]
             rates = _rates(results, part)
             print(f"\n\nProduct checks, {part} part: {len(subset)} cases (rows: case kind; "
@@ -150,15 +160,22 @@ def test_confusion_table(results, capsys):
     assert not tuned["not_found"], tuned["not_found"]
     assert len(tuned["grown_opt_in"]) >= 0.7 * len(tuned["grown"])
     assert not tuned["opt_in_false_alarms"]
-    # The set-aside part: no threshold was tuned on it, and the issue's targets (no issue on
-    # benign cases, >= 97 % caught, no damaged product "not found") are NOT all met; these
-    # bars are the levels measured (docs/product_checks.md), so a regression fails.
+    # The set-aside parts: no threshold was tuned on them, and the issue's targets (no issue on
+    # benign cases, >= 97 % caught, no damaged product "not found", grown content >= 90 %) are
+    # NOT all met; these bars are the levels measured (docs/product_checks.md), so a regression
+    # fails. held_out was looked at while the measures were built; fresh was measured once.
     held = _rates(results, product_cases.HELD_OUT)
-    assert len(held["false_alarms"]) <= 8, held["false_alarms"]
+    assert len(held["false_alarms"]) <= 1, held["false_alarms"]
     held_flag = [name for name in held["caught"] if "/grown/" not in name]
-    assert len(held_flag) >= 0.85 * (len(held["flag"]) - len(held["grown"])), held["missed"]
-    assert len(held["not_found"]) <= 1, held["not_found"]
+    assert len(held_flag) >= 0.95 * (len(held["flag"]) - len(held["grown"])), held["missed"]
+    assert not held["not_found"], held["not_found"]
     assert len(held["grown_opt_in"]) >= 0.6 * len(held["grown"])
+    fresh = _rates(results, FRESH)
+    assert len(fresh["false_alarms"]) <= 2, fresh["false_alarms"]
+    fresh_flag = [name for name in fresh["caught"] if "/grown/" not in name]
+    assert len(fresh_flag) >= 0.97 * (len(fresh["flag"]) - len(fresh["grown"])), fresh["missed"]
+    assert len(fresh["not_found"]) <= 1, fresh["not_found"]
+    assert not fresh["opt_in_false_alarms"]
 
 
 GEOMETRY_EDITS = ("stretched", "painted_over", "outline_painted")  # the truth no longer holds
