@@ -170,12 +170,14 @@ def test_confusion_table(results, capsys):
     assert len(held_flag) >= 0.95 * (len(held["flag"]) - len(held["grown"])), held["missed"]
     assert not held["not_found"], held["not_found"]
     assert len(held["grown_opt_in"]) >= 0.6 * len(held["grown"])
+    # The fresh part as measured once: 2 false alarms, 59/60, 1 not found; these bars hold it
+    # at the levels after the one change made since (docs/product_checks.md).
     fresh = _rates(results, FRESH)
-    assert len(fresh["false_alarms"]) <= 2, fresh["false_alarms"]
+    assert len(fresh["false_alarms"]) <= 1, fresh["false_alarms"]
     fresh_flag = [name for name in fresh["caught"] if "/grown/" not in name]
     assert len(fresh_flag) >= 0.97 * (len(fresh["flag"]) - len(fresh["grown"])), fresh["missed"]
-    assert len(fresh["not_found"]) <= 1, fresh["not_found"]
-    assert not fresh["opt_in_false_alarms"]
+    assert not fresh["not_found"], fresh["not_found"]
+    assert len(fresh["opt_in_false_alarms"]) <= 1
 
 
 GEOMETRY_EDITS = ("stretched", "painted_over", "outline_painted")  # the truth no longer holds

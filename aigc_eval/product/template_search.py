@@ -16,7 +16,7 @@ from .cutout import Cutout
 
 TEMPLATE_LONG_SIDE = 128   # the canvas's long side (px) on which templates are matched
 MIN_TEMPLATE_PIXELS = 150  # a masked correlation over fewer pixels fits almost anything
-TEMPLATE_PEAKS = 3         # peaks handed to `locate`: the best and clearly different rivals
+TEMPLATE_PEAKS = 3         # best peaks handed to `locate` (beside each size third's best)
 FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
 FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
 
@@ -72,6 +72,30 @@ def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
     return None if best is None else best[2]
 
 
+def _chosen_peaks(found: list[tuple], peaks: int, smallest: float, largest: float) -> list[tuple]:
+    """The peaks to verify: the best of each third of the searched sizes (on a log scale), then
+    up to `peaks` - 1 of the best others, each clearly different from those before
+    (`_distinct`); best first. A masked correlation is higher by chance the fewer pixels a
+    template has, so the small sizes' peaks outrank the product's own at its size: without the
+    thirds, the three best peaks of a textureless product could all be small spots."""
+    ranked = sorted(found, key=lambda peak: -peak[0])
+    edges = [smallest * (largest / smallest) ** (k / 3) for k in (1, 2)]
+    band = [sum(peak[1] >= edge for edge in edges) for peak in ranked]
+    chosen: list[tuple] = []
+    for third in range(3):
+        best = next((p for p, b in zip(ranked, band) if b == third and _distinct(p, chosen)), None)
+        if best is not None:
+            chosen.append(best)
+    others = 0
+    for peak in ranked:
+        if others == peaks - 1:
+            break
+        if _distinct(peak, chosen):
+            chosen.append(peak)
+            others += 1
+    return sorted(chosen, key=lambda peak: -peak[0])
+
+
 def template_candidates(generated: np.ndarray, cut: Cutout,
                         peaks: int = TEMPLATE_PEAKS) -> list[np.ndarray]:
     """Similarities without rotation (cropped cut-out -> canvas px) from masked multi-scale
@@ -80,9 +104,8 @@ def template_candidates(generated: np.ndarray, cut: Cutout,
     mask would hold fewer than `MIN_TEMPLATE_PIXELS` pixels there (a small or thin product:
     a few dozen pixels correlate at 0.95 with some spot of any busy image) is matched on the
     `FINE_LONG_SIDE` canvas instead, or skipped if still too small. One peak per scale;
-    returned: the best, then up to `peaks` - 1 clearly different ones (`_distinct`), best first,
-    each re-placed on the finer canvas (`_finer`). `placement_ambiguity` is measured against
-    those rivals."""
+    returned: those `_chosen_peaks` picks, best first, each re-placed on the finer canvas
+    (`_finer`). `placement_ambiguity` is measured against those rivals."""
     work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
     gray_work = _gray(work)
     grids = []
@@ -102,12 +125,7 @@ def template_candidates(generated: np.ndarray, cut: Cutout,
             centre = ((match[1][0] + 0.5) / factor - 0.5, (match[1][1] + 0.5) / factor - 0.5)
             found.append((match[0], size, centre, geo.compose(geo.invert(to_fine), match[2])))
         size *= 1.15
-    chosen: list[tuple] = []
-    for peak in sorted(found, key=lambda peak: -peak[0]):
-        if len(chosen) == peaks:
-            break
-        if _distinct(peak, chosen):
-            chosen.append(peak)
+    chosen = _chosen_peaks(found, peaks, 0.08 * max(coarse.shape), max(coarse.shape))
     # The coarse grid's scale steps (x1.15) and pixels are too coarse a start for ECC on thin
     # or smooth products; each peak is re-placed on the finer canvas first.
     out = []
