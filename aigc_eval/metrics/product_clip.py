@@ -68,9 +68,10 @@ class ProductClipMetric(Metric):
     required = False
     after_total = (PRODUCT_CLIP_SIMILARITY,)
     needs = ("clip", "product")
-    # Two more CLIP image passes a row (the crop, and each cut-out once): about 60 % of
-    # main.py --input's speed on a CPU (bench/README.md), for a column that decides nothing
-    # until it is weighted or its rule is switched on.
+    # Two more CLIP image passes a row (the crop, and each cut-out once): with it main.py
+    # --input with product checks ran at 41 % of its speed without them, 87 % without it
+    # (bench/README.md, fp32 CPU), for a column that decides nothing until it is weighted or
+    # its rule is switched on.
     on_by_default = False
 
     def __init__(self, setup: MetricSetup):

@@ -165,9 +165,8 @@ def _resolution_ok(size: tuple[int, int], profile: comp.Profile) -> float:
 
 def _blur_badness(sharpness: float, sigma: float, t: ProductThresholds) -> float:
     """The blur factor's badness: the lost Laplacian energy, (1 - min(1, ratio)) / (1 -
-    sharpness_ratio_min), or, when the product lost detail (ratio < soft_ratio_max) and a blur
-    explains it, blur_sigma / blur_sigma_max if that is worse (a soft product keeps much of its
-    little energy when blurred further, its blur still shows)."""
+    sharpness_ratio_min), or blur_sigma / blur_sigma_max when worse and the ratio is under
+    soft_ratio_max (a soft product blurred further keeps much of its little energy)."""
     badness = (1.0 - min(1.0, sharpness)) / (1.0 - t.sharpness_ratio_min)
     if math.isfinite(sigma) and sharpness < t.soft_ratio_max:
         badness = max(badness, sigma / t.blur_sigma_max)
