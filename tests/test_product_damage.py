@@ -1,6 +1,7 @@
 """Issue 27's measures on hand-checkable cases: content grown outside the outline
-(product_expansion), the mirrored product (product_mirrored), the outline support that finds a
-damaged product, the placement ambiguity column, and the blur σ of a soft product."""
+(product_expansion), a reflection below the product (product_reflection), the mirrored product
+(product_mirrored), the outline support that finds a damaged product, the placement ambiguity
+column, and the blur σ of a soft product."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import pytest
 import skimage.data as skdata
 
 from aigc_eval.product import names
-from aigc_eval.product.check import ProductThresholds, check_product, mirrored_cutout
+from aigc_eval.product.check import ProductThresholds, check_product
+from aigc_eval.product.mirror import mirrored_cutout
 from aigc_eval.product.cutout import prepare_cutout
-from aigc_eval.product.expansion import expansion
+from aigc_eval.product import expansion as expansion_module
+from aigc_eval.product.expansion import expansion, measuring_crop
 from aigc_eval.product.locate import known_placement
 from aigc_eval.product.outline import outline_support
+from aigc_eval.product.reflection import reflection_in
 
 import product_cases
 
@@ -41,7 +45,58 @@ def test_expansion_is_zero_for_a_clean_paste_and_counts_a_grown_copy(cat):
     # The copy's part within the band (30 % of the product's size) is counted, less the 5 px
     # ring left out next to the outline: between a third of the grown share and all of it.
     assert share / 3 < measured <= share + 0.01
-    assert measured > 0.015  # the documented opt-in --expansion-max (off by default: inf)
+    assert measured > ProductThresholds().expansion_max
+
+
+def test_expansion_counts_only_content_that_looks_like_a_part_of_the_product(cat, monkeypatch):
+    """On a heavily blurred copy of the cat's own photo, the background near the product has
+    the product's colours: the colour test proposes it, the structure test rejects it. A grown
+    copy on grass is verified. (A copy on that blurred photo is missed: where the background
+    is made of the product's colours, the colour test proposes nothing; docs say so.)"""
+    photo = cv2.resize(skdata.chelsea(), (900, 900), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(photo, (0, 0), 12)
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(blurred, cat, 1.2, (450, 450))
+    matrix = known_placement(scale, ox, oy).matrix
+    cut = prepare_cutout(cat)
+    verified = expansion(image, cut, matrix)
+    on_grass, alpha, _, _ = product_cases.paste(product_cases.background("grass", 900, 900),
+                                                cat, 1.2, (450, 450))
+    grown, _ = product_cases.grow_outside(on_grass, alpha, "copy")
+    monkeypatch.setattr(expansion_module, "VERIFY_CORRELATION", -2.0)  # every group passes
+    proposed = expansion(image, cut, matrix)
+    assert proposed > 0.06  # the colour proposal alone would call it grown content
+    assert verified < 0.01
+    monkeypatch.undo()
+    assert expansion(grown, cut, matrix) > ProductThresholds().expansion_max
+
+
+def _reflection_share(alpha: np.ndarray, band_fraction: float = 0.3) -> float:
+    """The reflection grow_outside paints, within the measured band below the base, weighted
+    by its opacity (70 % at the base, fading to 0 over 40 % of the height), over the area."""
+    inside = alpha > 0.5
+    x0, y0, w, h = cv2.boundingRect(inside.astype(np.uint8))
+    rows = np.arange(min(round(0.4 * h), round(band_fraction * max(w, h))))
+    source = inside[y0 + h - 1 - rows]
+    fade = 0.7 * (1.0 - rows / round(0.4 * h))
+    return float((source.sum(axis=1) * fade).sum() / inside.sum())
+
+
+def test_a_reflection_below_the_product_is_measured_and_flagged(cat):
+    cut = prepare_cutout(cat)
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 400),
+                                                          shadow=True)
+    matrix = known_placement(scale, ox, oy).matrix
+    assert reflection_in(measuring_crop(image, cut, matrix)) < 0.002
+    reflected, _ = product_cases.grow_outside(image, alpha, "reflection")
+    measured = reflection_in(measuring_crop(reflected, cut, matrix))
+    painted = _reflection_share(alpha)
+    # Faded rows whose source is flat are not verified; the ring next to the base is left out.
+    assert 0.4 * painted < measured < 1.1 * painted
+    row = check_product(reflected, cut).as_row()
+    assert row[names.PRODUCT_REFLECTION] > ProductThresholds().reflection_max
+    assert names.PRODUCT_ALTERED in row[names.PRODUCT_ISSUES].split(";")
+    wanted = check_product(reflected, cut, thresholds=ProductThresholds(reflection_max=math.inf))
+    assert names.PRODUCT_ALTERED not in wanted.issues  # "on a glossy floor" asked for it
 
 
 def test_expansion_ignores_a_soft_shadow(cat):
@@ -121,8 +176,8 @@ def test_heavily_painted_product_is_found_and_named(cat):
 def test_new_columns_are_in_every_row(cat):
     image, _, _, _ = product_cases.paste(_studio(), cat, 1.2, (450, 450))
     row = check_product(image, prepare_cutout(cat)).as_row()
-    for column in (names.PRODUCT_EXPANSION, names.PRODUCT_MIRRORED, names.PLACEMENT_AMBIGUITY,
-                   names.OUTLINE_SUPPORT):
+    for column in (names.PRODUCT_EXPANSION, names.PRODUCT_REFLECTION, names.PRODUCT_MIRRORED,
+                   names.PLACEMENT_AMBIGUITY, names.OUTLINE_SUPPORT):
         assert column in names.PRODUCT_COLUMNS and column in row
     assert 0.0 <= row[names.PLACEMENT_AMBIGUITY] <= 1.0
     absent = check_product(_studio(), prepare_cutout(cat)).as_row()

@@ -14,8 +14,10 @@ from . import geometry as geo
 from . import names as n
 from . import quality as qual
 from .cutout import Cutout, ProductInputError, prepare_cutout
-from .expansion import expansion
-from .locate import Placement, correlation_at, locate
+from .expansion import expansion_in, measuring_crop
+from .locate import Placement, locate
+from .mirror import mirror_check
+from .reflection import reflection_in
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,8 @@ class ProductThresholds:
     edge_score_min: float = 0.85       # intact rim share -> product_altered
     outline_support_min: float = 0.5   # locate: outline on edges that finds a damaged product
     damaged_confidence_min: float = 0.1  # ... with at least this grey correlation
-    # product_expansion -> altered: off by default (inf). Opt in with 0.015 (set on the case
-    # set's tuned part); the colour estimate counts background objects of the product's
-    # colours that touch it (27 of the benchmark's 100 clean pastes exceed 0.015).
-    expansion_max: float = math.inf
+    expansion_max: float = 0.06        # verified grown content's share -> product_altered
+    reflection_max: float = 0.015      # a mirrored copy below the product -> product_altered
     mirror_margin: float = 0.1         # mirrored cut-out's correlation lead -> product_altered
 
 
@@ -70,10 +70,12 @@ THRESHOLD_HELP: dict[str, str] = {
     "outline_support_min": "outline-on-edges support (0..1) at which a product with a weak "
                            "grey correlation still counts as found (damaged, not absent)",
     "damaged_confidence_min": "grey correlation a product found by its outline needs at least",
-    "expansion_max": "product-like content attached outside the outline, as a share of the "
-                     "product's area, above which it is product_altered (inf = only reported; "
-                     "0.015 catches grown content but also background objects of the "
-                     "product's colours touching it)",
+    "expansion_max": "product-like content attached outside the outline (verified to look "
+                     "like a part of the product), as a share of the product's area, above "
+                     "which it is product_altered",
+    "reflection_max": "a reflection of the product below it, as a share of the product's "
+                      "area, above which it is product_altered (inf when the prompt asks for a "
+                      "glossy floor)",
     "mirror_margin": "lead of the mirrored cut-out's correlation over the cut-out's at which "
                      "the product counts as mirrored (product_altered)",
 }
@@ -91,6 +93,7 @@ class ProductResult:
     altered_share: float = math.nan
     edge_score: float = math.nan
     expansion: float = math.nan
+    reflection: float = math.nan
     mirrored: bool = False
     composition: comp.Composition | None = None
     cutout_touches_border: bool = False
@@ -127,6 +130,7 @@ class ProductResult:
             n.ALTERED_SHARE: r(self.altered_share),
             n.EDGE_SCORE: r(self.edge_score),
             n.PRODUCT_EXPANSION: r(self.expansion),
+            n.PRODUCT_REFLECTION: r(self.reflection),
             n.COVERAGE_AREA: r(c.coverage_area if c else None),
             n.COVERAGE_LONG_SIDE: r(c.coverage_long_side if c else None),
             n.CENTRE_OFFSET: r(c.centre_offset if c else None),
@@ -185,6 +189,7 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
         "stretch": result["stretch"] / t.stretch_max,
         "edge": (1.0 - result["edge_score"]) / (1.0 - t.edge_score_min),
         "expansion": result["expansion"] / t.expansion_max,
+        "reflection": result["reflection"] / t.reflection_max,
         "mirrored": 2.0 if result["mirrored"] else 0.0,  # a mirrored product scores 0
     }
     issues = []
@@ -195,7 +200,8 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
         fidelity *= _ramp(badness)
         if badness > 1.0:
             issues.append(n.PRODUCT_ALTERED if name in ("altered_area", "stretch", "edge",
-                                                        "expansion", "mirrored") else name)
+                                                        "expansion", "reflection", "mirrored")
+                          else name)
     cut_off = c.cut_off_share if cut_counts else 0.0
     if cut_off > profile.max_cut_off:
         issues.append(n.PRODUCT_CUT_OFF)
@@ -252,53 +258,6 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
         edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour))))
 
 
-def mirrored_cutout(cut: Cutout) -> Cutout:
-    """The cut-out mirrored left to right (cached on it): its 'original' is the mirrored
-    original cut-out, so a placement of it maps mirrored cut-out pixels to the canvas."""
-    if "mirrored" not in cut.cache:
-        left, top, right, bottom = cut.touches_border
-        width = cut.source_size[0]
-        cut.cache["mirrored"] = Cutout(
-            rgb=np.ascontiguousarray(cut.rgb[:, ::-1]), mask=np.ascontiguousarray(cut.mask[:, ::-1]),
-            origin=(width - cut.origin[0] - cut.mask.shape[1], cut.origin[1]),
-            source_size=cut.source_size, touches_border=(right, top, left, bottom))
-    return cut.cache["mirrored"]
-
-
-def _mirror_check(image: np.ndarray, cut: Cutout, placement: Placement, t: ProductThresholds,
-                  search: dict) -> tuple[Placement, Cutout, bool]:
-    """Is the product shown mirrored? (placement, cut-out to measure against, mirrored).
-
-    Found: the mirrored cut-out laid on the same footprint (the same matrix: the two frames
-    are one rectangle) is correlated, and ECC-refined only when it already beats
-    the cut-out's correlation; mirrored when it leads by `mirror_margin`. A product that is
-    symmetric under mirroring correlates alike both ways and is never called mirrored. Not
-    found: the search is repeated with the mirrored cut-out (ORB and SIFT descriptors are not
-    mirror-invariant, so a mirrored product is usually not found directly)."""
-    mirror = mirrored_cutout(cut)
-    if placement.found:
-        if placement.method == "known":
-            return placement, cut, False
-        # The mirrored cut-out's frame is the cut-out's frame, so the same matrix lays it on
-        # the same footprint.
-        start = placement.matrix
-        quick, _ = correlation_at(image, mirror, start, t.compare_long_side)
-        if quick <= placement.confidence:
-            return placement, cut, False
-        confidence, matrix = correlation_at(image, mirror, start, t.compare_long_side,
-                                            refine=True)
-        if confidence < placement.confidence + t.mirror_margin:
-            return placement, cut, False
-        scale, rotation = geo.decompose(matrix)
-        return replace(placement, matrix=matrix, scale=scale, rotation_deg=rotation,
-                       offset_x=float(matrix[0, 2]), offset_y=float(matrix[1, 2]),
-                       confidence=confidence), mirror, True
-    flipped = locate(image, mirror, **search)
-    if flipped.found:
-        return flipped, mirror, True
-    return placement, cut, False
-
-
 def _to_canvas(placement: Placement, image_size: tuple[int, int],
                canvas_size: tuple[int, int]) -> Placement:
     """A placement in the (downscaled) image's pixels -> the original canvas's pixels."""
@@ -345,12 +304,15 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                       min_outline_support=t.outline_support_min,
                       min_damaged_confidence=t.damaged_confidence_min)
         placement = locate(image, cut, **search)
-        placement, cut, mirrored = _mirror_check(image, cut, placement, t, search)
+        placement, cut, mirrored = mirror_check(image, cut, placement, search,
+                                                t.compare_long_side, t.mirror_margin)
     if not placement.found:
         issues = [n.PRODUCT_NOT_FOUND] + ([n.LOW_RESOLUTION] if resolution < 1.0 else [])
         return ProductResult(placement=placement, issues=tuple(issues), **common)
+    around = measuring_crop(image, cut, placement.matrix)
     measured: dict = {"stretch": placement.stretch, "mirrored": mirrored,
-                      "expansion": expansion(image, cut, placement.matrix)}
+                      "expansion": expansion_in(around) if around else math.nan,
+                      "reflection": reflection_in(around) if around else math.nan}
     measured.update(_fidelity(image, cut, placement, t))
     if size != image_size:
         placement = _to_canvas(placement, image_size, size)
@@ -363,7 +325,7 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                          blur_sigma=measured["blur_sigma"],
                          altered_share=measured["altered_share"],
                          edge_score=measured["edge_score"], expansion=measured["expansion"],
-                         mirrored=mirrored, composition=measured["composition"],
+                         reflection=measured["reflection"], mirrored=mirrored, composition=measured["composition"],
                          product_score=score, issues=tuple(issues), **common)
 
 

@@ -6,9 +6,9 @@ base. The object-expansion measure of the background-generation literature (Eshr
 "Salient Object-Aware Background Generation using Text-Guided Diffusion Models", CVPR
 workshops 2024, arXiv 2404.10157) counts the generated image's foreground outside the input
 mask, relative to the mask. They segment the foreground with a salient-object network; without
-model weights, this module estimates it from colour: a pixel near the outline is foreground when
-its colour is clearly likelier under the product's colours in the generated image than under the
-background's colours further out.
+model weights, this module proposes it by colour (a pixel near the outline whose colour is
+clearly likelier under the product's colours than under the background's further out) and keeps
+what looks like a part of the product (structure).
 
 Definition (on a grid where the product's long side is <= 128 px):
 
@@ -25,14 +25,23 @@ Definition (on a grid where the product's long side is <= 128 px):
   the background extrapolated into the band (normalised convolution of the reference area,
   Gaussian σ = half the band, on a half-size grid) with a*b* within 6 levels of it. Then a
   3x3 opening.
-* `product_expansion` = product-like band pixels 8-connected to that 5 px ring, as a
-  share of M's area. NaN when the crop holds fewer than 200 background reference pixels
-  (the product fills the frame: there is no background to tell the product from).
+* Each 8-connected group of product-like band pixels attached to that 5 px ring is then
+  verified by structure: it counts only when it looks like a part of the product, that is when
+  its pixels (as a masked template, CIELAB, `cv2.matchTemplate` TM_CCOEFF_NORMED) correlate
+  above 0.6 with the generated image at some shift where at least 80 % of them fall inside M.
+  Groups under 15 px, or flat (no channel's spread over 3 levels), cannot be verified and do
+  not count. A second copy, or a part that continues the product's own pattern, passes; a
+  background that only shares the product's colours (a gradient, a blurred photo) does not.
+  A new part with a structure of its own (a strap that was never there) is missed.
+* `product_expansion` = the verified pixels' count as a share of M's area. NaN when the crop
+  holds fewer than 200 background reference pixels (the product fills the frame: there is no
+  background to tell the product from).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -45,6 +54,9 @@ BAND_FRACTION = 0.30       # how far out from the outline grown content is looke
 LIKELIHOOD_RATIO = 4.0     # P(colour | product) over P(colour | background) for "product-like"
 RING_FRACTION = 0.04       # the ring just outside the outline that is left out, of the long side
 SHADOW_CHROMA = 6.0        # OpenCV 8-bit Lab a*b* distance within which darker = a shadow
+VERIFY_CORRELATION = 0.6   # a grown group's correlation with a part of the product
+VERIFY_INSIDE = 0.8        # ... at a shift where this share of it falls inside the outline
+VERIFY_MIN_PX = 15         # smaller groups cannot be verified
 _BINS = (4, 32, 32)
 _RANGES = [0, 256, 0, 256, 0, 256]
 
@@ -54,11 +66,25 @@ def _histogram(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return hist / max(1.0, float(hist.sum()))
 
 
-def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
-              long_side: int = EXPANSION_LONG_SIDE, band_fraction: float = BAND_FRACTION,
-              ratio: float = LIKELIHOOD_RATIO) -> float:
-    """`product_expansion` of the product placed by `matrix` (original cut-out -> canvas px)
-    in the RGB uint8 `generated`; see the module docstring for the definition."""
+@dataclass(frozen=True)
+class MeasuringCrop:
+    """The generated image around the placed product on the measuring grid: `lab` (OpenCV
+    8-bit CIELAB of `crop`), the placed `mask`, Euclidean distances `outside` it and `inside`
+    it, and `band_px`, the band's width. Shared by the expansion and the reflection measures."""
+
+    crop: np.ndarray
+    lab: np.ndarray
+    mask: np.ndarray
+    outside: np.ndarray
+    inside: np.ndarray
+    band_px: int
+
+
+def measuring_crop(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
+                   long_side: int = EXPANSION_LONG_SIDE,
+                   band_fraction: float = BAND_FRACTION) -> MeasuringCrop | None:
+    """The crop of the RGB uint8 `generated` around the product placed by `matrix` (original
+    cut-out -> canvas px); None when it lies outside the frame or covers under 20 px."""
     matrix_crop = geo.compose(matrix, geo.translation(cut.origin[0], cut.origin[1]))
     scale, _ = geo.decompose(matrix_crop)
     h, w = cut.mask.shape
@@ -67,7 +93,7 @@ def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
     band_px = max(3, round(band_fraction * product_long * k))
     box = geo.padded_box(matrix_crop, (w, h), (band_px + 12) / k, generated.shape)
     if box is None:
-        return math.nan
+        return None
     x0, y0, x1, y1 = box
     crop, to_crop = geo.resize_by(generated[y0:y1, x0:x1], k)
     warp = geo.compose(to_crop, geo.translation(-x0, -y0), matrix_crop)
@@ -76,20 +102,36 @@ def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
         cut.cache[key] = cut.mask.astype(np.uint8) * 255
     mask = cv2.warpAffine(cut.cache[key], warp, crop.shape[1::-1], flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
-    area = int(mask.sum())
-    if area < 20:
-        return math.nan
+    if mask.sum() < 20:
+        return None
     mask8 = mask.astype(np.uint8)
     # Distances to the mask and into it stand for dilations and erosions by discs.
-    outside = cv2.distanceTransform(1 - mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    inside = cv2.distanceTransform(mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    interior = inside > 3
-    ring_outer = outside <= max(2, round(RING_FRACTION * long_side))
-    band = (outside <= band_px) & ~ring_outer
-    background = outside > band_px + 4
+    crop = np.ascontiguousarray(crop)
+    return MeasuringCrop(
+        crop=crop, lab=cv2.cvtColor(crop, cv2.COLOR_RGB2LAB), mask=mask,
+        outside=cv2.distanceTransform(1 - mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
+        inside=cv2.distanceTransform(mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
+        band_px=band_px)
+
+
+def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
+              ratio: float = LIKELIHOOD_RATIO) -> float:
+    """`product_expansion` of the product placed by `matrix` (original cut-out -> canvas px)
+    in the RGB uint8 `generated`; see the module docstring for the definition."""
+    m = measuring_crop(generated, cut, matrix)
+    return math.nan if m is None else expansion_in(m, ratio)
+
+
+def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
+    """`product_expansion` measured on a prepared crop."""
+    mask, band_px, lab = m.mask, m.band_px, m.lab
+    area = int(mask.sum())
+    interior = m.inside > 3
+    ring_outer = m.outside <= max(2, round(RING_FRACTION * EXPANSION_LONG_SIDE))
+    band = (m.outside <= band_px) & ~ring_outer
+    background = m.outside > band_px + 4
     if background.sum() < 200 or interior.sum() < 20:
         return math.nan
-    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)
     likely = _histogram(lab, interior) > ratio * _histogram(lab, background) + 1e-3
     product_like = likely[lab[..., 0] // (256 // _BINS[0]), lab[..., 1] // (256 // _BINS[1]),
                           lab[..., 2] // (256 // _BINS[2])]
@@ -118,4 +160,27 @@ def expansion(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
     attached = np.zeros(count, bool)
     attached[np.unique(labels[ring])] = True
     attached[0] = False
-    return float((attached[labels] & candidate).sum() / area)
+    grown = attached[labels] & candidate
+    verified = sum(_looks_like_product(lab, mask, grown & (labels == i))
+                   for i in np.unique(labels[grown]))
+    return float(verified / area)
+
+
+def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) -> int:
+    """The pixel count of `group` when, as a masked template, it correlates with the image
+    above VERIFY_CORRELATION at a shift that lays VERIFY_INSIDE of it inside `mask`; else 0."""
+    size = int(group.sum())
+    if size < VERIFY_MIN_PX:
+        return 0
+    ys, xs = np.nonzero(group)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    template = lab[y0:y1, x0:x1].astype(np.float32)
+    weights = group[y0:y1, x0:x1].astype(np.float32)
+    if template[weights > 0].std(axis=0).max() < 3.0:
+        return 0  # flat: its colour is all there is, and colour was the proposal
+    score = cv2.matchTemplate(lab.astype(np.float32), template, cv2.TM_CCOEFF_NORMED,
+                              mask=weights)
+    score = np.nan_to_num(score, nan=-1.0, posinf=-1.0, neginf=-1.0)
+    inside = cv2.matchTemplate(mask.astype(np.float32), weights, cv2.TM_CCORR) / size
+    score[inside < VERIFY_INSIDE] = -1.0
+    return size if float(score.max()) > VERIFY_CORRELATION else 0

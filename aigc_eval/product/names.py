@@ -26,6 +26,7 @@ BLUR_SIGMA = "blur_sigma"                    # Gaussian σ explaining the produc
 ALTERED_SHARE = "altered_share"
 EDGE_SCORE = "edge_score"
 PRODUCT_EXPANSION = "product_expansion"      # product-like content outside the outline / area
+PRODUCT_REFLECTION = "product_reflection"    # a mirrored copy below the product / area
 
 # Composition on the canvas.
 COVERAGE_AREA = "coverage_area"
@@ -65,6 +66,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     ALTERED_SHARE,
     EDGE_SCORE,
     PRODUCT_EXPANSION,
+    PRODUCT_REFLECTION,
     COVERAGE_AREA,
     COVERAGE_LONG_SIDE,
     CENTRE_OFFSET,
