@@ -97,6 +97,11 @@ def test_a_reflection_below_the_product_is_measured_and_flagged(cat):
     assert names.PRODUCT_ALTERED in row[names.PRODUCT_ISSUES].split(";")
     wanted = check_product(reflected, cut, thresholds=ProductThresholds(reflection_max=math.inf))
     assert names.PRODUCT_ALTERED not in wanted.issues  # "on a glossy floor" asked for it
+    # Under its bar a detection does not lower the score; past it, the score drops below half.
+    under = check_product(reflected, cut, thresholds=ProductThresholds(
+        reflection_max=2 * row[names.PRODUCT_REFLECTION]))
+    assert under.product_score == pytest.approx(wanted.product_score)
+    assert row[names.PRODUCT_SCORE] < 0.5 * wanted.product_score
 
 
 def test_expansion_ignores_a_soft_shadow(cat):

@@ -177,6 +177,11 @@ def _blur_badness(sharpness: float, sigma: float, t: ProductThresholds) -> float
     return badness
 
 
+def _past(badness: float) -> float:
+    """`badness` when over its threshold (> 1), else 0."""
+    return badness if badness > 1.0 else 0.0
+
+
 def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
                       resolution: float, cut_counts: bool) -> tuple[float, list[str]]:
     """product_score = fidelity x composition (docs/product_checks.md has the formula)."""
@@ -188,8 +193,9 @@ def _score_and_issues(result: dict, t: ProductThresholds, profile: comp.Profile,
         "altered_area": result["altered_share"] / t.altered_share_max,
         "stretch": result["stretch"] / t.stretch_max,
         "edge": (1.0 - result["edge_score"]) / (1.0 - t.edge_score_min),
-        "expansion": result["expansion"] / t.expansion_max,
-        "reflection": result["reflection"] / t.reflection_max,
+        # Detections, not grades: under their bars these two are the measures' noise.
+        "expansion": _past(result["expansion"] / t.expansion_max),
+        "reflection": _past(result["reflection"] / t.reflection_max),
         "mirrored": 2.0 if result["mirrored"] else 0.0,  # a mirrored product scores 0
     }
     issues = []
