@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import skimage.data as skdata
 
+from aigc_eval.product import expansion as expansion_module
 from aigc_eval.product import names
 from aigc_eval.product.check import ProductThresholds, check_product
-from aigc_eval.product.mirror import mirrored_cutout
 from aigc_eval.product.cutout import prepare_cutout
-from aigc_eval.product import expansion as expansion_module
 from aigc_eval.product.expansion import expansion, measuring_crop
 from aigc_eval.product.locate import known_placement
+from aigc_eval.product.mirror import mirrored_cutout
 from aigc_eval.product.outline import outline_support
 from aigc_eval.product.reflection import reflection_in
 
@@ -59,8 +59,9 @@ def test_expansion_counts_only_content_that_looks_like_a_part_of_the_product(cat
     matrix = known_placement(scale, ox, oy).matrix
     cut = prepare_cutout(cat)
     verified = expansion(image, cut, matrix)
-    on_grass, alpha, _, _ = product_cases.paste(product_cases.background("grass", 900, 900),
-                                                cat, 1.2, (450, 450))
+    on_grass, alpha, truth, _ = product_cases.paste(product_cases.background("grass", 900, 900),
+                                                    cat, 1.2, (450, 450))
+    assert truth == (scale, ox, oy)  # the same placement as on the blurred photo
     grown, _ = product_cases.grow_outside(on_grass, alpha, "copy")
     monkeypatch.setattr(expansion_module, "VERIFY_CORRELATION", -2.0)  # every group passes
     proposed = expansion(image, cut, matrix)
