@@ -331,7 +331,8 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                          blur_sigma=measured["blur_sigma"],
                          altered_share=measured["altered_share"],
                          edge_score=measured["edge_score"], expansion=measured["expansion"],
-                         reflection=measured["reflection"], mirrored=mirrored, composition=measured["composition"],
+                         reflection=measured["reflection"], mirrored=mirrored,
+                         composition=measured["composition"],
                          product_score=score, issues=tuple(issues), **common)
 
 

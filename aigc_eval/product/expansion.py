@@ -69,10 +69,9 @@ def _histogram(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class MeasuringCrop:
     """The generated image around the placed product on the measuring grid: `lab` (OpenCV
-    8-bit CIELAB of `crop`), the placed `mask`, Euclidean distances `outside` it and `inside`
-    it, and `band_px`, the band's width. Shared by the expansion and the reflection measures."""
+    8-bit CIELAB), the placed `mask`, Euclidean distances `outside` it and `inside` it, and
+    `band_px`, the band's width. Shared by the expansion and the reflection measures."""
 
-    crop: np.ndarray
     lab: np.ndarray
     mask: np.ndarray
     outside: np.ndarray
@@ -106,9 +105,8 @@ def measuring_crop(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
         return None
     mask8 = mask.astype(np.uint8)
     # Distances to the mask and into it stand for dilations and erosions by discs.
-    crop = np.ascontiguousarray(crop)
     return MeasuringCrop(
-        crop=crop, lab=cv2.cvtColor(crop, cv2.COLOR_RGB2LAB), mask=mask,
+        lab=cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB), mask=mask,
         outside=cv2.distanceTransform(1 - mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
         inside=cv2.distanceTransform(mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
         band_px=band_px)
@@ -161,24 +159,26 @@ def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
     attached[np.unique(labels[ring])] = True
     attached[0] = False
     grown = attached[labels] & candidate
-    verified = sum(_looks_like_product(lab, mask, grown & (labels == i))
+    lab_float = lab.astype(np.float32)  # once for every group's template search
+    verified = sum(_looks_like_product(lab_float, mask, grown & (labels == i))
                    for i in np.unique(labels[grown]))
     return float(verified / area)
 
 
 def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) -> int:
-    """The pixel count of `group` when, as a masked template, it correlates with the image
-    above VERIFY_CORRELATION at a shift that lays VERIFY_INSIDE of it inside `mask`; else 0."""
+    """The pixel count of `group` when, as a masked template, it correlates with the float32
+    CIELAB image `lab` above VERIFY_CORRELATION at a shift that lays VERIFY_INSIDE of it
+    inside `mask`; else 0."""
     size = int(group.sum())
     if size < VERIFY_MIN_PX:
         return 0
     ys, xs = np.nonzero(group)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    template = lab[y0:y1, x0:x1].astype(np.float32)
+    template = lab[y0:y1, x0:x1]
     weights = group[y0:y1, x0:x1].astype(np.float32)
     if template[weights > 0].std(axis=0).max() < 3.0:
         return 0  # flat: its colour is all there is, and colour was the proposal
-    score = cv2.matchTemplate(lab.astype(np.float32), template, cv2.TM_CCOEFF_NORMED,
+    score = cv2.matchTemplate(lab, template, cv2.TM_CCOEFF_NORMED,
                               mask=weights)
     score = np.nan_to_num(score, nan=-1.0, posinf=-1.0, neginf=-1.0)
     inside = cv2.matchTemplate(mask.astype(np.float32), weights, cv2.TM_CCORR) / size
