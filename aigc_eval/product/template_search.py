@@ -19,6 +19,8 @@ MIN_TEMPLATE_PIXELS = 150  # a masked correlation over fewer pixels fits almost 
 TEMPLATE_PEAKS = 3         # best peaks handed to `locate` (beside each size third's best)
 FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
 FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
+FINE_ANGLES = (-10.0, 10.0)  # ... and these turns (deg): ECC converges from within ~9 deg
+FINE_TURN_GAIN = 0.05      # ... a turned fit is verified too when it correlates this much better
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -32,13 +34,31 @@ def _distinct(peak: tuple, chosen: list[tuple]) -> bool:
                or math.dist(peak[2], other[2]) > 0.25 * other[1] for other in chosen)
 
 
+def _turned(templ: np.ndarray, templ_mask: np.ndarray, angle: float):
+    """The template and its mask turned by `angle` degrees (counter-clockwise as displayed)
+    about their centre onto a canvas that holds them whole, and the turning matrix."""
+    h, w = templ.shape
+    turn = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+    cos, sin = abs(turn[0, 0]), abs(turn[0, 1])
+    size = (int(math.ceil(w * cos + h * sin)), int(math.ceil(w * sin + h * cos)))
+    turn[0, 2] += (size[0] - w) / 2.0
+    turn[1, 2] += (size[1] - h) / 2.0
+    return (cv2.warpAffine(templ, turn, size, flags=cv2.INTER_LINEAR),
+            cv2.warpAffine(templ_mask, turn, size, flags=cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0), turn)
+
+
 def _match(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: float,
-           window: tuple[int, int, int, int] | None = None):
+           window: tuple[int, int, int, int] | None = None, angle: float = 0.0):
     """(score, centre, template -> canvas matrix) of the best placement of the grey cut-out
-    resized so its long side is `size`, inside `window` (x0, y0, x1, y1) of the canvas or
-    anywhere; None when the template is too small, or larger than the canvas or window."""
+    resized so its long side is `size` and turned by `angle` degrees, inside `window` (x0, y0,
+    x1, y1) of the canvas or anywhere; None when the template is too small, or larger than the
+    canvas or window."""
     templ, to_templ = geo.resize_by(gray_cut, size / max(mask.shape))
     templ_mask = cv2.resize(mask.astype(np.uint8), templ.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    if angle:
+        templ, templ_mask, turn = _turned(templ, templ_mask, angle)
+        to_templ = geo.compose(turn, to_templ)
     x0, y0, x1, y1 = window or (0, 0, canvas.shape[1], canvas.shape[0])
     if (templ.shape[0] > y1 - y0 or templ.shape[1] > x1 - x0
             or int(templ_mask.sum()) < MIN_TEMPLATE_PIXELS):
@@ -53,23 +73,44 @@ def _match(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
 
 
 def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: float,
-           centre: tuple[float, float]) -> np.ndarray | None:
+           centre: tuple[float, float]) -> list[np.ndarray]:
     """The coarse peak (product long side `size` at `centre`, in `canvas` px) re-placed on the
     finer `canvas`: scales within x1.03^±FINE_STEPS, positions within 15 % of the product's
-    size (+4 px) of the coarse one; its template -> canvas matrix, or None."""
-    best = None
-    for step in range(-FINE_STEPS, FINE_STEPS + 1):
-        here = size * 1.03 ** step
-        reach = 0.15 * size + 4
-        half_w = here * mask.shape[1] / max(mask.shape) / 2 + reach
-        half_h = here * mask.shape[0] / max(mask.shape) / 2 + reach
-        window = (max(0, int(centre[0] - half_w)), max(0, int(centre[1] - half_h)),
-                  min(canvas.shape[1], int(math.ceil(centre[0] + half_w)) + 1),
-                  min(canvas.shape[0], int(math.ceil(centre[1] + half_h)) + 1))
-        found = _match(canvas, gray_cut, mask, here, window)
-        if found is not None and (best is None or found[0] > best[0]):
-            best = found
-    return None if best is None else best[2]
+    size (+4 px) of the coarse one. Returned: the template -> canvas matrix of the best
+    unturned fit, then that of the best fit turned by one of `FINE_ANGLES` when it correlates
+    better by `FINE_TURN_GAIN` (both are verified by `locate`, so a turn can add a placement
+    but not lose one; at wrong spots a turn gains 0-0.06, at a turned product 0.09-0.47).
+    The coarse search has no rotation (each turn there would add its own chance peaks); a
+    turn is tried only where the unturned template peaked, so that ECC, which converges from
+    within about 9 deg, also starts near a product turned by up to 15 deg."""
+    def best_of(steps, angle: float):
+        best = None
+        for step in steps:
+            here = size * 1.03 ** step
+            reach = 0.15 * size + 4
+            turned_long = here * (abs(math.cos(math.radians(angle)))
+                                  + abs(math.sin(math.radians(angle))))
+            half_w = turned_long * mask.shape[1] / max(mask.shape) / 2 + reach
+            half_h = turned_long * mask.shape[0] / max(mask.shape) / 2 + reach
+            window = (max(0, int(centre[0] - half_w)), max(0, int(centre[1] - half_h)),
+                      min(canvas.shape[1], int(math.ceil(centre[0] + half_w)) + 1),
+                      min(canvas.shape[0], int(math.ceil(centre[1] + half_h)) + 1))
+            found = _match(canvas, gray_cut, mask, here, window, angle)
+            if found is not None and (best is None or found[0] > best[0][0]):
+                best = found, step
+        return best
+
+    unturned = best_of(range(-FINE_STEPS, FINE_STEPS + 1), 0.0)
+    if unturned is None:
+        return []
+    (score, _, matrix), step = unturned
+    # ECC settles the scale: turned templates are tried near the unturned one's only.
+    turned = [best_of((step - 2, step, step + 2), angle) for angle in FINE_ANGLES]
+    turned = max((fit[0] for fit in turned if fit is not None), key=lambda fit: fit[0],
+                 default=None)
+    if turned is None or turned[0] < score + FINE_TURN_GAIN:
+        return [matrix]
+    return [matrix, turned[2]]
 
 
 def _chosen_peaks(found: list[tuple], peaks: int, smallest: float, largest: float) -> list[tuple]:
@@ -98,14 +139,15 @@ def _chosen_peaks(found: list[tuple], peaks: int, smallest: float, largest: floa
 
 def template_candidates(generated: np.ndarray, cut: Cutout,
                         peaks: int = TEMPLATE_PEAKS) -> list[np.ndarray]:
-    """Similarities without rotation (cropped cut-out -> canvas px) from masked multi-scale
+    """Similarities (cropped cut-out -> canvas px) from masked multi-scale
     TM_CCOEFF_NORMED on a grey canvas of `TEMPLATE_LONG_SIDE` px; the product's long side is
     searched from 8 % to 100 % of the canvas's long side in steps of x1.15. A template whose
     mask would hold fewer than `MIN_TEMPLATE_PIXELS` pixels there (a small or thin product:
     a few dozen pixels correlate at 0.95 with some spot of any busy image) is matched on the
     `FINE_LONG_SIDE` canvas instead, or skipped if still too small. One peak per scale;
     returned: those `_chosen_peaks` picks, best first, each re-placed on the finer canvas
-    (`_finer`). `placement_ambiguity` is measured against those rivals."""
+    (`_finer`: unturned, and turned by 10 deg when that fits clearly better).
+    `placement_ambiguity` is measured against those rivals."""
     work, to_work = geo.resize_to_long_side(generated, 512, cv2.INTER_LINEAR)
     gray_work = _gray(work)
     grids = []
@@ -132,5 +174,5 @@ def template_candidates(generated: np.ndarray, cut: Cutout,
     for _, size, centre, matrix in chosen:
         finer = _finer(fine, gray_cut, cut.mask, size * factor,
                        ((centre[0] + 0.5) * factor - 0.5, (centre[1] + 0.5) * factor - 0.5))
-        out.append(geo.compose(geo.invert(to_fine), finer) if finer is not None else matrix)
+        out.extend([geo.compose(geo.invert(to_fine), fit) for fit in finer] or [matrix])
     return out
