@@ -11,7 +11,8 @@ Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
    canvas, same matching and RANSAC.
 2. If features fail (a textureless or thin product), masked multi-scale template matching
    (template_search.py: cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side
-   128 px); its best peaks (up to 5, across sizes) are each refined and verified.
+   128 px); its best peaks (up to 5, across sizes; each also turned by 10 deg when that fits
+   clearly better) are each refined and verified.
 3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
    product's comparison size (<= 192 px long side), kept only if it raises the correlation.
 
