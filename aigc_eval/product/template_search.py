@@ -105,8 +105,8 @@ def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
         return []
     (score, _, matrix), step = unturned
     # ECC settles the scale: turned templates are tried near the unturned one's only.
-    turned = [best_of((step - 2, step, step + 2), angle) for angle in FINE_ANGLES]
-    turned = max((fit[0] for fit in turned if fit is not None), key=lambda fit: fit[0],
+    fits = [best_of((step - 2, step, step + 2), angle) for angle in FINE_ANGLES]
+    turned = max((fit[0] for fit in fits if fit is not None), key=lambda fit: fit[0],
                  default=None)
     if turned is None or turned[0] < score + FINE_TURN_GAIN:
         return [matrix]
