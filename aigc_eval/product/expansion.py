@@ -159,8 +159,9 @@ def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
     attached[np.unique(labels[ring])] = True
     attached[0] = False
     grown = attached[labels] & candidate
-    lab_float = lab.astype(np.float32)  # once for every group's template search
-    verified = sum(_looks_like_product(lab_float, mask, grown & (labels == i))
+    # Converted once for every group's template searches.
+    lab_float, mask_float = lab.astype(np.float32), mask.astype(np.float32)
+    verified = sum(_looks_like_product(lab_float, mask_float, grown & (labels == i))
                    for i in np.unique(labels[grown]))
     return float(verified / area)
 
@@ -168,7 +169,7 @@ def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
 def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) -> int:
     """The pixel count of `group` when, as a masked template, it correlates with the float32
     CIELAB image `lab` above VERIFY_CORRELATION at a shift that lays VERIFY_INSIDE of it
-    inside `mask`; else 0."""
+    inside the float32 0/1 `mask`; else 0."""
     size = int(group.sum())
     if size < VERIFY_MIN_PX:
         return 0
@@ -181,6 +182,6 @@ def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) ->
     score = cv2.matchTemplate(lab, template, cv2.TM_CCOEFF_NORMED,
                               mask=weights)
     score = np.nan_to_num(score, nan=-1.0, posinf=-1.0, neginf=-1.0)
-    inside = cv2.matchTemplate(mask.astype(np.float32), weights, cv2.TM_CCORR) / size
+    inside = cv2.matchTemplate(mask, weights, cv2.TM_CCORR) / size
     score[inside < VERIFY_INSIDE] = -1.0
     return size if float(score.max()) > VERIFY_CORRELATION else 0
