@@ -41,6 +41,7 @@ class ProductThresholds:
     edge_score_min: float = 0.85       # intact rim share -> product_altered
     outline_support_min: float = 0.5   # locate: outline on edges that finds a damaged product
     damaged_confidence_min: float = 0.1  # ... with at least this grey correlation
+    tile_agreement_min: float = 0.3    # locate: a template placement's tiles that still match
     expansion_max: float = 0.06        # verified grown content's share -> product_altered
     reflection_max: float = 0.015      # a mirrored copy below the product -> product_altered
     mirror_margin: float = 0.1         # mirrored cut-out's correlation lead -> product_altered
@@ -70,6 +71,9 @@ THRESHOLD_HELP: dict[str, str] = {
     "outline_support_min": "outline-on-edges support (0..1) at which a product with a weak "
                            "grey correlation still counts as found (damaged, not absent)",
     "damaged_confidence_min": "grey correlation a product found by its outline needs at least",
+    "tile_agreement_min": "share of the product's textured tiles that must still match on their "
+                          "own (3 at least) for a template-matching placement found by its "
+                          "outline, or hanging over the frame's edge, to count as found",
     "expansion_max": "product-like content attached outside the outline (verified to look "
                      "like a part of the product), as a share of the product's area, above "
                      "which it is product_altered",
@@ -121,6 +125,7 @@ class ProductResult:
             n.MATCH_CONFIDENCE: r(p.confidence),
             n.MATCH_METHOD: p.method,
             n.OUTLINE_SUPPORT: r(p.outline if p.found else None),
+            n.TILE_AGREEMENT: r(p.tiles if p.found else None),
             n.PLACEMENT_AMBIGUITY: r(p.ambiguity if p.found else None),
             n.PRODUCT_MIRRORED: bool(self.mirrored),
             n.MASKED_SSIM: r(self.masked_ssim),
@@ -308,7 +313,8 @@ def check_product(generated: np.ndarray, cutout: np.ndarray | Cutout, *,
                       min_template_confidence=t.template_confidence_min,
                       max_rotation_deg=t.max_rotation_deg,
                       min_outline_support=t.outline_support_min,
-                      min_damaged_confidence=t.damaged_confidence_min)
+                      min_damaged_confidence=t.damaged_confidence_min,
+                      min_tile_agreement=t.tile_agreement_min)
         placement = locate(image, cut, **search)
         placement, cut, mirrored = mirror_check(image, cut, placement, search,
                                                 t.compare_long_side, t.mirror_margin)

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 
 from . import geometry as geo
+from .comparison import TILE_MIN_JUDGED, TILE_MIN_MATCHED, Tiles, correlation, tile_agreement
+from .composition import mapped_points
 from .cutout import Cutout
 from .outline import outline_support
 from .template_search import template_candidates
@@ -55,6 +57,7 @@ class Placement:
     stretch: float = 0.0
     method: str = "none"
     outline: float = math.nan  # outline_support, measured when the grey correlation was weak
+    tiles: float = math.nan    # tile_agreement, measured for a template placement
     ambiguity: float = 0.0     # placement_ambiguity (see locate)
 
 
@@ -224,35 +227,6 @@ def _template(cut: Cutout, factor: float) -> tuple[np.ndarray, np.ndarray, np.nd
     return _gray(templ), _eroded(templ_mask, 2) * 255, to_templ
 
 
-def correlation(templ: np.ndarray, templ_mask: np.ndarray, crop: np.ndarray,
-                warp: np.ndarray) -> float:
-    """Pearson correlation of grey levels over the template mask (nonzero = compared; callers
-    pass the product mask eroded by 2 px), where `warp` maps template coordinates into `crop`;
-    pixels that land outside the crop are left out."""
-    size = templ.shape[1::-1]
-    sampled = cv2.warpAffine(crop, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    valid = templ_mask > 0
-    h, w = templ.shape
-    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]]) @ warp.T
-    # Usually the whole template lands well inside the crop (a parallelogram is inside when
-    # its corners are); only otherwise is the part that fell outside found pixel by pixel.
-    if not ((corners >= 0.01).all() and (corners[:, 0] <= crop.shape[1] - 1.01).all()
-            and (corners[:, 1] <= crop.shape[0] - 1.01).all()):
-        inside = cv2.warpAffine(np.ones_like(crop), warp, size,
-                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        valid &= inside > 0
-    if valid.sum() < 30:
-        return 0.0
-    a = templ[valid].astype(np.float64)
-    b = sampled[valid].astype(np.float64)
-    a -= a.mean()
-    b -= b.mean()
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denom) if denom > 0 else 0.0
-
-
 def _refine(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
             long_side: int) -> tuple[np.ndarray, float, float]:
     """ECC-refine; returns (affine cut->canvas, confidence, stretch)."""
@@ -308,18 +282,38 @@ def correlation_at(generated: np.ndarray, cut: Cutout, matrix: np.ndarray,
     return max(0.0, correlation(templ, templ_mask, crop, start)), matrix
 
 
+def tile_agreement_at(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
+                      long_side: int = 192) -> Tiles:
+    """`tile_agreement` (comparison.py) of the cut-out under `matrix_crop` (cropped cut-out ->
+    canvas px), on `_refine`'s grid."""
+    space = _refine_space(generated, cut, matrix_crop, long_side)
+    if space is None:
+        return Tiles(0.0, 0, 0)
+    templ, templ_mask, crop, to_templ, to_crop = space
+    return tile_agreement(templ, templ_mask, crop,
+                          geo.compose(to_crop, matrix_crop, geo.invert(to_templ)))
+
+
 def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
            min_template_confidence: float = 0.8,
            max_rotation_deg: float = 15.0, work_long_side: int = 512,
            refine_long_side: int = 192, sift_long_side: int = 384, min_inliers: int = 6,
            method: str = "auto", min_outline_support: float = 0.5,
-           min_damaged_confidence: float = 0.1) -> Placement:
+           min_damaged_confidence: float = 0.1, min_tile_agreement: float = 0.3) -> Placement:
     """Estimate the cut-out's placement in `generated` (RGB uint8); see the module docstring.
     `method`: "auto" (ORB, then SIFT, then template), "features" (ORB), "sift" or "template".
 
     A candidate whose grey correlation is under its bar is still found when the outline fits
     (`outline_support` >= `min_outline_support`) and the correlation is at least
-    `min_damaged_confidence`: damage lowers the correlation, not the outline."""
+    `min_damaged_confidence`: damage lowers the correlation, not the outline. A template
+    placement found that way, or hanging over the frame's edge, which nothing has verified
+    geometrically, is found only when the product also still matches part by part
+    (`tile_agreement` >= `min_tile_agreement`, on at least `TILE_MIN_MATCHED` tiles): a
+    template laid on unrelated texture can reach the outline's bar, or the correlation's over a
+    corner, but matches on few of the product's tiles. Found by its outline with fewer than
+    `TILE_MIN_JUDGED` judged tiles, the outline's rule stands. (Tiles are not asked of the
+    template placements inside the frame that reach the correlation's bar: thin and smooth
+    products, which are what reaches the template path, have too few textured tiles.)"""
     def candidates():
         if method in ("auto", "features"):
             for affine in _feature_candidates(generated, cut, work_long_side, min_inliers):
@@ -356,8 +350,17 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         if plausible and not found:
             outline = outline_support(generated, cut, refined)
             found = outline >= min_outline_support and confidence >= min_damaged_confidence
+        tiles = math.nan
+        over_edge = name == "template" and found and _over_edge(cut, refined, generated)
+        if name == "template" and found and (confidence < needed or over_edge):
+            share, matched, judged = tile_agreement_at(generated, cut, refined, refine_long_side)
+            tiles = share
+            # Too few judged tiles are no evidence: the outline's rule stands for them, but a
+            # placement over the edge, with fewer pixels and more freedom, needs the tiles.
+            if over_edge or judged >= TILE_MIN_JUDGED:
+                found = share >= min_tile_agreement and matched >= TILE_MIN_MATCHED
         placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),
-                            outline=outline)
+                            outline=outline, tiles=tiles)
         evaluated.append(placement)
         if placement.found and name != "template":
             best = placement
@@ -376,6 +379,17 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         if placement.found or placement.confidence > best.confidence:
             best = placement
     return replace(best, ambiguity=_ambiguity(best, evaluated, cut)) if best.found else best
+
+
+def _over_edge(cut: Cutout, matrix_crop: np.ndarray, generated: np.ndarray) -> bool:
+    """More than 1 % of the product under `matrix_crop` (cropped cut-out -> canvas px) lies
+    outside the frame."""
+    matrix = geo.compose(matrix_crop, geo.translation(-cut.origin[0], -cut.origin[1]))
+    points, _ = mapped_points(cut, matrix)
+    height, width = generated.shape[:2]
+    inside = ((points[:, 0] >= -0.5) & (points[:, 0] <= width - 0.5)
+              & (points[:, 1] >= -0.5) & (points[:, 1] <= height - 0.5))
+    return bool(inside.mean() < 0.99)
 
 
 def _ambiguity(best: Placement, evaluated: list[Placement], cut: Cutout) -> float:

@@ -15,6 +15,7 @@ PRODUCT_STRETCH = "product_stretch"
 MATCH_CONFIDENCE = "match_confidence"
 MATCH_METHOD = "match_method"
 OUTLINE_SUPPORT = "outline_support"          # outline on edges, when the correlation was weak
+TILE_AGREEMENT = "tile_agreement"            # share of the product's tiles still matching (template)
 PLACEMENT_AMBIGUITY = "placement_ambiguity"  # runner-up placement's confidence / the winner's
 PRODUCT_MIRRORED = "product_mirrored"        # the mirrored cut-out fits clearly better
 
@@ -57,6 +58,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     MATCH_CONFIDENCE,
     MATCH_METHOD,
     OUTLINE_SUPPORT,
+    TILE_AGREEMENT,
     PLACEMENT_AMBIGUITY,
     PRODUCT_MIRRORED,
     MASKED_SSIM,

@@ -1,0 +1,123 @@
+"""The template path's "found" rule and its placements over the frame's edge: tile agreement
+on analytic cases, no product found where none is (the tuned products on the tuned
+backgrounds), and products cut off by the frame placed where they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aigc_eval.product import names
+from aigc_eval.product.check import check_product
+from aigc_eval.product.comparison import tile_agreement
+from aigc_eval.product.composition import PROFILES
+from aigc_eval.product.cutout import prepare_cutout
+from aigc_eval.product.locate import locate
+
+import product_cases
+
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@pytest.fixture(scope="module")
+def products():
+    return product_cases.build_products()
+
+
+def _textured(h: int, w: int) -> np.ndarray:
+    """A crop of scikit-image's gravel photo (CC0, grey levels) as the template."""
+    gray = product_cases.background("gravel", w, h)[..., 1]
+    return np.ascontiguousarray(gray)
+
+
+def test_tile_agreement_is_the_share_of_tiles_that_still_match():
+    """192x192 template, grid 6: 32 px tiles, 36 of them. Compared with itself every tile
+    matches; with the grey levels of whole tiles inverted (correlation -1 there), exactly the
+    others do; on a crop shifted by a tile's width (unrelated texture), few do."""
+    templ = _textured(192, 192)
+    mask = np.full(templ.shape, 255, np.uint8)
+    assert tile_agreement(templ, mask, templ.astype(np.float32), IDENTITY) == (1.0, 36, 36)
+    damaged = templ.copy()
+    damaged[:, :64] = 255 - damaged[:, :64]         # two of six tile columns
+    damaged[160:, 64:] = 255 - damaged[160:, 64:]   # and four tiles of the last row
+    assert tile_agreement(templ, mask, damaged.astype(np.float32), IDENTITY) == \
+        (pytest.approx((36 - 12 - 4) / 36), 20, 36)
+    shifted = np.roll(templ, 48, axis=1).astype(np.float32)
+    assert tile_agreement(templ, mask, shifted, IDENTITY)[0] < 0.2
+
+
+def test_tile_agreement_judges_only_textured_product_tiles():
+    """Tiles outside the mask, or flat ones, are not judged; a thin product still has tiles
+    (no wider than half its short side); nothing judged gives 0."""
+    templ = _textured(192, 192)
+    mask = np.zeros(templ.shape, np.uint8)
+    mask[:, :96] = 255
+    damaged = templ.copy()
+    damaged[:, 96:] = 255 - damaged[:, 96:]  # outside the mask: not compared
+    assert tile_agreement(templ, mask, damaged.astype(np.float32), IDENTITY) == (1.0, 18, 18)
+    flat = np.full((192, 192), 128, np.uint8)
+    full = np.full(flat.shape, 255, np.uint8)
+    assert tile_agreement(flat, full, flat.astype(np.float32), IDENTITY) == (0.0, 0, 0)
+    thin = _textured(192, 14)
+    thin_mask = np.full(thin.shape, 255, np.uint8)
+    half = thin.copy()
+    half[:98] = 255 - half[:98]  # 7 px tiles: 14 of the 27 rows of two
+    assert tile_agreement(thin, thin_mask, half.astype(np.float32), IDENTITY) == \
+        (pytest.approx(13 / 27), 26, 54)
+
+
+NAMES = (*product_cases.PRODUCT_NAMES, "cat_sym")
+
+
+# The one the rule still lets through: a small retina template on the Hubble field peaks at a
+# grey correlation of 0.81, inside the frame, where tile agreement is not asked (see locate).
+STILL_FOUND = {("retina", "hubble")}
+
+
+def _absent_cases():
+    """Each tuned product on each tuned background, without it: the frame empty, or holding
+    another tuned product (not its look-alike), on the five canvas sizes (48 cases)."""
+    for i, name in enumerate(NAMES):
+        for j, bg in enumerate(product_cases.BACKGROUNDS):
+            marks = ([pytest.mark.xfail(strict=True, reason="correlation 0.81 by chance")]
+                     if (name, bg) in STILL_FOUND else [])
+            yield pytest.param(i, j, name, bg, id=f"{name}-{bg}", marks=marks)
+
+
+@pytest.mark.parametrize(("i", "j", "name", "bg"), list(_absent_cases()))
+def test_the_template_path_finds_no_product_where_none_is(products, i, j, name, bg):
+    """The template path alone (what runs when features fail, as they do on an absent
+    product). Before tile agreement, 6 of these 48 were "found": 5 through the outline
+    support (0.50-0.77 on brick, grass, a studio gradient) and 1 at a correlation of 0.81,
+    which still is (`STILL_FOUND`)."""
+    canvas = product_cases.CANVASES[(i + j) % len(product_cases.CANVASES)]
+    if (i + j) % 2 == 0:
+        image = product_cases.background(bg, *canvas)
+    else:
+        other = NAMES[(i + j) % len(NAMES)]
+        if other == name or {other, name} <= {"cup", "cup_ellipse"} or {other, name} <= {"cat", "cat_sym"}:
+            other = "retina" if name != "retina" else "astronaut"
+        centre = ((0.5, 0.5), (0.8, 0.5), (0.5, 0.2), (0.25, 0.75))[j % 4]
+        image, _, _, _ = product_cases._place(products, other, "absx", i + j, 0.6, centre,
+                                              canvas=canvas, bg=bg)
+    placement = locate(product_cases.encode(image, "jpg90"), prepare_cutout(products[name]),
+                       method="template")
+    assert not placement.found, placement
+
+
+@pytest.mark.parametrize("name", ["retina", "cup_ellipse", "cat_sym"])
+def test_a_product_cut_off_by_the_frame_is_placed_where_it_is(products, name):
+    """Pushed 22 % out of the frame, the (near-)symmetric products are placed by the template
+    path at their true place and size (before: shrunk inside the frame, or elsewhere), and
+    the check names the cut-off."""
+    image, _, (scale, ox, oy), outside = product_cases._place(
+        products, name, "cutx", 3, 0.7, (0.78, 0.5), min_outside=0.22)
+    generated = product_cases.encode(image, "jpg90")
+    cut = prepare_cutout(products[name])
+    placement = locate(generated, cut, method="template")
+    size = scale * max(cut.mask.shape)
+    assert placement.found and placement.scale == pytest.approx(scale, rel=0.02)
+    assert abs(placement.offset_x - ox) <= 0.02 * size and abs(placement.offset_y - oy) <= 0.02 * size
+    row = check_product(generated, cut, profile=PROFILES["default"]).as_row()
+    assert row[names.CUT_OFF_SHARE] == pytest.approx(outside, abs=0.03)
+    assert names.PRODUCT_CUT_OFF in row[names.PRODUCT_ISSUES].split(";")
