@@ -113,7 +113,10 @@ def build_products() -> dict[str, np.ndarray]:
         # colour wheel on black (no alpha), the coin, the coin made mirror-symmetric, and the
         # DSCOVR rocket (public domain), cropped with a margin and enlarged 2x.
         "logo": _with_segmented_alpha(np.ascontiguousarray(skdata.logo()[..., :3])),
-        "colorwheel": skdata.colorwheel(),
+        # The wheel fills its image: a black margin, so that it does not touch the cut-out's
+        # frame (which would excuse its cut-off parts, as for coin_sym).
+        "colorwheel": cv2.copyMakeBorder(skdata.colorwheel(), 8, 8, 8, 8, cv2.BORDER_CONSTANT,
+                                         value=(0, 0, 0)),
         "coin": coin,
         "coin_sym": _symmetrised(coin),
         "rocket": cv2.resize(rocket[max(0, y0 - 10):y0 + h + 10, max(0, x0 - 10):x0 + w + 10],

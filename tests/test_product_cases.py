@@ -157,7 +157,7 @@ def test_confusion_table(results, capsys):
     held = _rates(results, product_cases.HELD_OUT)
     assert len(held["false_alarms"]) <= 1, held["false_alarms"]
     held_flag = [name for name in held["caught"] if "/grown/" not in name]
-    assert len(held_flag) >= 0.95 * (len(held["flag"]) - len(held["grown"])), held["missed"]
+    assert len(held_flag) >= 0.96 * (len(held["flag"]) - len(held["grown"])), held["missed"]
     assert not held["not_found"], held["not_found"]
     assert len(held["grown_caught"]) >= 0.65 * len(held["grown"]), held["missed"]
     # The fresh part as first measured: 2 false alarms, 59/60, 1 not found; these bars hold it
