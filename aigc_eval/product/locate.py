@@ -57,7 +57,7 @@ class Placement:
     stretch: float = 0.0
     method: str = "none"
     outline: float = math.nan  # outline_support, measured when the grey correlation was weak
-    tiles: float = math.nan    # tile_agreement, measured for a template placement
+    tiles: float = math.nan    # tile_agreement, measured for some template placements (locate)
     ambiguity: float = 0.0     # placement_ambiguity (see locate)
 
 
