@@ -117,6 +117,21 @@ def mapped_points(cut: Cutout, matrix: np.ndarray) -> tuple[np.ndarray, float]:
     return samples @ matrix.T, float(area)
 
 
+def _beyond(points: np.ndarray, canvas_size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Which canvas points (N, 2) lie beyond the left, top, right and bottom sides of a
+    (width, height) canvas (pixel centres, so half a pixel out)."""
+    width, height = canvas_size
+    x, y = points[:, 0], points[:, 1]
+    return x < -0.5, y < -0.5, x > width - 0.5, y > height - 0.5
+
+
+def visible_share(cut: Cutout, matrix: np.ndarray, canvas_size: tuple[int, int]) -> float:
+    """Share of the product under `matrix` (original cut-out -> canvas) inside the canvas,
+    whatever the cut-out's own borders (cut_off_share excuses those)."""
+    left, top, right, bottom = _beyond(mapped_points(cut, matrix)[0], canvas_size)
+    return float(1.0 - (left | top | right | bottom).mean())
+
+
 def composition(cut: Cutout, matrix: np.ndarray, canvas_size: tuple[int, int]) -> Composition:
     """Composition measurements of the placed product on a (width, height) canvas.
 
@@ -131,7 +146,7 @@ def composition(cut: Cutout, matrix: np.ndarray, canvas_size: tuple[int, int]) -
     width, height = canvas_size
     points, pixel_area = mapped_points(cut, matrix)
     x, y = points[:, 0], points[:, 1]
-    left, top, right, bottom = x < -0.5, y < -0.5, x > width - 0.5, y > height - 0.5
+    left, top, right, bottom = _beyond(points, canvas_size)
     inside = ~(left | top | right | bottom)
     t_left, t_top, t_right, t_bottom = cut.touches_border
     excused = (left & t_left) | (top & t_top) | (right & t_right) | (bottom & t_bottom)

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import geometry as geo
 from .comparison import TILE_MIN_JUDGED, TILE_MIN_MATCHED, Tiles, correlation, tile_agreement
-from .composition import mapped_points
+from .composition import visible_share
 from .cutout import Cutout
 from .outline import outline_support
 from .template_search import template_candidates
@@ -385,11 +385,7 @@ def _over_edge(cut: Cutout, matrix_crop: np.ndarray, generated: np.ndarray) -> b
     """More than 1 % of the product under `matrix_crop` (cropped cut-out -> canvas px) lies
     outside the frame."""
     matrix = geo.compose(matrix_crop, geo.translation(-cut.origin[0], -cut.origin[1]))
-    points, _ = mapped_points(cut, matrix)
-    height, width = generated.shape[:2]
-    inside = ((points[:, 0] >= -0.5) & (points[:, 0] <= width - 0.5)
-              & (points[:, 1] >= -0.5) & (points[:, 1] <= height - 0.5))
-    return bool(inside.mean() < 0.99)
+    return visible_share(cut, matrix, (generated.shape[1], generated.shape[0])) < 0.99
 
 
 def _ambiguity(best: Placement, evaluated: list[Placement], cut: Cutout) -> float:
