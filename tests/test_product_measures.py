@@ -306,3 +306,30 @@ def test_quick_search_finds_what_the_full_search_finds(cup_ellipse, monkeypatch)
         assert placement.found and placement.method == "features"
         assert placement.scale == pytest.approx(s, rel=0.005)
         assert abs(placement.offset_x - ox) <= 1.0 and abs(placement.offset_y - oy) <= 1.0
+
+
+def test_rim_painted_in_its_own_colour_is_a_broken_edge():
+    """A disc of smooth grey texture (noise blurred by σ 4 px, std 22 levels, clipped to ±40)
+    on a flat grey of its mean, 110, with the outer 4 % of its diameter painted over in that
+    grey: every rim pixel keeps its CIEDE2000 under the tolerance (only the texture goes), and
+    the lost structure marks the edge broken. The same paste untouched keeps an intact rim."""
+    noise = cv2.GaussianBlur(np.random.default_rng(5).normal(size=(200, 200)), (0, 0), 4.0)
+    grey = (110 + np.clip(22 * noise / noise.std(), -40, 40)).round().astype(np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    alpha = np.zeros((200, 200), np.uint8)
+    cv2.circle(alpha, (100, 100), 96, 255, -1)
+    cutout = np.dstack([grey, grey, grey, alpha])
+    painted = cutout.copy()
+    band = (alpha > 0) & ((yy - 100) ** 2 + (xx - 100) ** 2 > 88 ** 2)
+    painted[..., :3][band] = 110
+    canvas = np.full((600, 600, 3), 110, np.uint8)
+    clean, _, truth, _ = product_cases.paste(canvas, cutout, 1.0, (300, 300))
+    damaged, _, _, _ = product_cases.paste(canvas, painted, 1.0, (300, 300))
+    placement = known_placement(*truth)
+    t = ProductThresholds()
+    rows = [check_product(image, cutout, placement=placement).as_row() for image in (clean, damaged)]
+    assert rows[0][names.EDGE_SCORE] == 1.0 and rows[0][names.PRODUCT_ISSUES] == ""
+    # The colour alone would call this rim intact.
+    assert fidelity.delta_e(painted[..., :3], cutout[..., :3], band).max() < t.edge_tolerance
+    assert rows[1][names.EDGE_SCORE] < t.edge_score_min
+    assert "product_altered" in rows[1][names.PRODUCT_ISSUES]

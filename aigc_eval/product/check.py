@@ -253,8 +253,8 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
     colour_mask = fid.sample_mask(inner & ~altered)
     if colour_mask.sum() < 20:
         colour_mask = fid.sample_mask(inner)
-    colour, rim = fid.delta_e_at(pair.generated, pair.reference, colour_mask,
-                                 fid.rim_mask(pair.mask, band, eroded))
+    rim_mask = fid.rim_mask(pair.mask, band, eroded)
+    colour, rim = fid.delta_e_at(pair.generated, pair.reference, colour_mask, rim_mask)
     sharp_inner = fid.erode(sharp_pair.mask, fid.erode_px(sharp_pair.mask))
     sharp_inner = sharp_inner if sharp_inner.any() else sharp_pair.mask
     sharpness = fid.sharpness_ratio(sharp_pair.generated, sharp_pair.reference, sharp_inner)
@@ -266,7 +266,9 @@ def _fidelity(image: np.ndarray, cut: Cutout, placement: Placement,
         delta_e_mean=float(colour.mean()),
         sharpness_ratio=sharpness, blur_sigma=sigma,
         altered_share=float(altered.sum() / inner.sum()),
-        edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour))))
+        # A rim painted with a background of its own colour keeps its ΔE; its structure goes.
+        edge_score=fid.edge_share(rim, t.edge_tolerance, float(np.median(colour)),
+                                  structure[rim_mask], t.altered_ssim_tolerance))
 
 
 def _to_canvas(placement: Placement, image_size: tuple[int, int],

@@ -286,13 +286,17 @@ def rim_mask(mask: np.ndarray, band_px: int, eroded: np.ndarray | None = None) -
 
 
 def edge_share(rim_delta_e: np.ndarray, tolerance: float = 20.0,
-               interior_delta_e: float = 0.0) -> float:
-    """Share of rim pixels whose CIEDE2000 is within max(`tolerance`, 2 x `interior_delta_e`);
-    1 for an empty rim."""
+               interior_delta_e: float = 0.0, rim_structure: np.ndarray | None = None,
+               ssim_tolerance: float = 0.5) -> float:
+    """Share of rim pixels whose CIEDE2000 is within max(`tolerance`, 2 x `interior_delta_e`)
+    and, when `rim_structure` (structure_map at the same pixels) is given, whose structure
+    agreement is at least `ssim_tolerance`; 1 for an empty rim."""
     if rim_delta_e.size == 0:
         return 1.0
-    limit = max(tolerance, 2.0 * interior_delta_e)
-    return float((rim_delta_e <= limit).mean())
+    intact = rim_delta_e <= max(tolerance, 2.0 * interior_delta_e)
+    if rim_structure is not None:
+        intact &= rim_structure >= ssim_tolerance
+    return float(intact.mean())
 
 
 def edge_score(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, band_px: int,

@@ -368,10 +368,12 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         if name == "template" and best.found:
             # Every template peak is evaluated: the best score on the coarse grid is not always
             # the product. A rival replaces the standing placement when it fits clearly better
-            # (by > 0.02), or as well (within 0.02) and is larger: the placement consistent
-            # with the frame (a product cut off at the edge rather than shrunk to fit inside).
+            # (by > 0.02, or leaving under half of 1 - r near r = 1), or as well (within 0.02)
+            # and is larger: the placement consistent with the frame (a product cut off at the
+            # edge rather than shrunk to fit inside).
+            lead = min(0.02, 0.5 * (1.0 - best.confidence))
             if placement.found and (
-                    placement.confidence > best.confidence + 0.02
+                    placement.confidence > best.confidence + lead
                     or (placement.confidence >= best.confidence - 0.02
                         and placement.scale > 1.1 * best.scale)):
                 best = placement

@@ -22,7 +22,8 @@ TEMPLATE_PEAKS = 3         # best peaks handed to `locate` (beside each size thi
 FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
 FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
 FINE_ANGLES = (-10.0, 10.0)  # ... and these turns (deg): ECC converges from within ~9 deg
-FINE_TURN_GAIN = 0.05      # ... a turned fit is verified too when it correlates this much better
+FINE_TURN_GAIN = 0.05      # ... a turned fit is verified too when it correlates this much better,
+FINE_TURN_RESIDUAL = 0.5   # ... or leaves at most this share of the unturned fit's 1 - r
 FRAME_PAD = 0.3            # a template may hang this share of its size over the frame's edge
 MIN_VISIBLE = 0.7          # ... keeping at least this share of its mask inside the frame
 EDGE_PEAKS = 1             # ... over its edge: the best of each size third, and this many - 1 others
@@ -145,8 +146,10 @@ def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
     finer `canvas`: scales within x1.03^±FINE_STEPS, positions within 15 % of the product's
     size (+4 px) of the coarse one. Returned: the template -> canvas matrix of the best
     unturned fit, then that of the best fit turned by one of `FINE_ANGLES` when it correlates
-    better by `FINE_TURN_GAIN` (both are verified by `locate`, so a turn can add a placement
-    but not lose one; at wrong spots a turn gains 0-0.06, at a turned product 0.09-0.47).
+    better by `FINE_TURN_GAIN` or leaves at most `FINE_TURN_RESIDUAL` of the unturned fit's
+    1 - r (a product whose grey levels barely change when turned, such as a colour wheel).
+    Both are verified by `locate`, so a turn can add a placement but not lose one; at wrong
+    spots a turn gains 0-0.06, at a turned product 0.09-0.47.
     The coarse search has no rotation (each turn there would add its own chance peaks); a
     turn is tried only where the unturned template peaked, so that ECC, which converges from
     within about 9 deg, also starts near a product turned by up to 15 deg. With `over_edge`,
@@ -176,7 +179,8 @@ def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
     fits = [best_of((step - 2, step, step + 2), angle) for angle in FINE_ANGLES]
     turned = max((fit[0] for fit in fits if fit is not None), key=lambda fit: fit[0],
                  default=None)
-    if turned is None or turned[0] < score + FINE_TURN_GAIN:
+    # Near r = 1 a turn cannot gain 0.05; halving what the unturned fit leaves counts as much.
+    if turned is None or turned[0] < score + min(FINE_TURN_GAIN, FINE_TURN_RESIDUAL * (1 - score)):
         return [matrix]
     return [matrix, turned[2]]
 
