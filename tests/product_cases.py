@@ -423,8 +423,9 @@ def build_cases(products: dict[str, np.ndarray]) -> list[Case]:
 def grow_outside(image: np.ndarray, alpha: np.ndarray, variant: str) -> tuple[np.ndarray, float]:
     """Add product-like content attached to the outline, outside it, as generators do:
     "copy" (a second copy of the product behind it, shifted by a third of its size), "strap"
-    (a thick arc over its top, half its median colour and half its own texture), "reflection" (the product
-    mirrored below its bottom edge, fading from 70 % opacity over 40 % of its height).
+    (a thick arc over its top, both ends on the product, half its median colour and half its
+    own texture), "reflection" (the product mirrored below its bottom edge, fading from 70 %
+    opacity over 40 % of its height).
     Returns the image and the grown area as a share of the product's area."""
     inside = alpha > 0.5
     x0, y0, w, h = cv2.boundingRect(inside.astype(np.uint8))
@@ -436,10 +437,21 @@ def grow_outside(image: np.ndarray, alpha: np.ndarray, variant: str) -> tuple[np
         layer_rgb = np.roll(image, (dy, dx), axis=(0, 1)).astype(np.float32)
     elif variant == "strap":
         colour = np.median(image[inside], axis=0)
+        thick = max(2, round(0.06 * max(w, h)))
+        # Its ends stand on the product, 30 % of its width either side of the middle (closer in
+        # where those columns hold no product), a thickness below the outline there, so the
+        # strap is attached however narrow the product's top; its top is 25 % of the product's
+        # height above the product's.
+        cx = x0 + w // 2
+        columns = inside.any(axis=0)
+        half = round(0.3 * w)
+        while half > 1 and not (columns[cx - half] and columns[cx + half]):
+            half -= 1
+        ends = [int(np.argmax(inside[:, cx + side * half])) for side in (-1, 1)]
+        base = max(ends) + thick
+        top = y0 - round(0.25 * h)
         arc = np.zeros(alpha.shape, np.uint8)
-        axes = (max(2, round(0.3 * w)), max(2, round(0.3 * h)))
-        cv2.ellipse(arc, (x0 + w // 2, y0 + round(0.05 * h)), axes, 0, 180, 360, 1,
-                    max(2, round(0.06 * max(w, h))))
+        cv2.ellipse(arc, (cx, base), (max(2, half), max(2, base - top)), 0, 180, 360, 1, thick)
         layer_a = cv2.GaussianBlur(arc.astype(np.float32), (0, 0), 1.0)
         # The product's own texture (the image shifted up, so product lies under the strap).
         texture = np.roll(image, (-round(0.35 * h), 0), axis=(0, 1)).astype(np.float32)
