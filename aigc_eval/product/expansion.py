@@ -23,8 +23,9 @@ Definition (on a grid where the product's long side is <= 128 px):
 * A band pixel is product-like when P(c) > 4 B(c) + 1e-3 at its colour c (back-projection)
   and it is not a shadow: a shadow pixel is darker (by > 3 levels of OpenCV's 8-bit L) than
   the background extrapolated into the band (normalised convolution of the reference area,
-  Gaussian σ = half the band, on a half-size grid) with a*b* within 6 levels of it. Then a
-  3x3 opening.
+  Gaussian σ = half the band, on a half-size grid) with a*b* within 6 levels of it, and no
+  more textured than the background (L's spread in a 5x5 window at most 1.5 x its 90th
+  percentile over the reference, + 2 levels). Then a 3x3 opening.
 * Each 8-connected group of product-like band pixels attached to that 5 px ring is then
   verified by structure: it counts only when it looks like a part of the product, that is when
   its pixels (as a masked template, CIELAB, `cv2.matchTemplate` TM_CCOEFF_NORMED) correlate
@@ -54,11 +55,19 @@ BAND_FRACTION = 0.30       # how far out from the outline grown content is looke
 LIKELIHOOD_RATIO = 4.0     # P(colour | product) over P(colour | background) for "product-like"
 RING_FRACTION = 0.04       # the ring just outside the outline that is left out, of the long side
 SHADOW_CHROMA = 6.0        # OpenCV 8-bit Lab a*b* distance within which darker = a shadow
+SHADOW_TEXTURE = 1.5       # ... unless its local spread of L exceeds this x the background's
 VERIFY_CORRELATION = 0.6   # a grown group's correlation with a part of the product
 VERIFY_INSIDE = 0.8        # ... at a shift where this share of it falls inside the outline
 VERIFY_MIN_PX = 15         # smaller groups cannot be verified
 _BINS = (4, 32, 32)
 _RANGES = [0, 256, 0, 256, 0, 256]
+
+
+def _local_spread(channel: np.ndarray) -> np.ndarray:
+    """Standard deviation of `channel` in the 5x5 window around each pixel."""
+    values = channel.astype(np.float32)
+    mean = cv2.blur(values, (5, 5))
+    return np.sqrt(np.maximum(cv2.blur(values * values, (5, 5)) - mean * mean, 0.0))
 
 
 def _histogram(lab: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -149,6 +158,11 @@ def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
     local = cv2.resize(local, lab.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     diff = lab.astype(np.float32) - local
     shadow = (diff[..., 0] < -3.0) & (np.hypot(diff[..., 1], diff[..., 2]) <= SHADOW_CHROMA)
+    # A shadow darkens what lies under it; it brings no texture of its own. Darker, greyer
+    # content textured beyond the background's own (a strap of a grey-brown product on a pale
+    # studio wall) is no shadow.
+    texture = _local_spread(lab[..., 0])
+    shadow &= texture <= SHADOW_TEXTURE * float(np.quantile(texture[background], 0.9)) + 2.0
     candidate = cv2.morphologyEx((candidate & ~shadow).astype(np.uint8), cv2.MORPH_OPEN,
                                  np.ones((3, 3), np.uint8)) > 0
     ring = ring_outer & ~mask
