@@ -143,23 +143,23 @@ def test_confusion_table(results, capsys):
             print("missed:", rates["missed"], "\nfalse alarms:", rates["false_alarms"])
         print(f"check_product CPU time per image: median {statistics.median(times) * 1000:.0f} ms,"
               f" max {max(times) * 1000:.0f} ms (one OpenCV thread)\n")
-    # The tuned part: what the thresholds were set on; grown content 15 of its 18 cases.
+    # The tuned part: what the thresholds were set on; grown content 16 of its 18 cases.
     tuned = _rates(results, product_cases.TUNED)
     assert not tuned["false_alarms"], tuned["false_alarms"]
     flag = [name for name in tuned["caught"] if not name.startswith("grown/")]
     assert len(flag) >= 0.95 * (len(tuned["flag"]) - len(tuned["grown"])), tuned["missed"]
     assert not tuned["not_found"], tuned["not_found"]
-    assert len(tuned["grown_caught"]) >= 0.8 * len(tuned["grown"]), tuned["missed"]
+    assert len(tuned["grown_caught"]) >= 0.85 * len(tuned["grown"]), tuned["missed"]
     # The set-aside parts: no threshold was tuned on them, and the issue's targets (no issue on
     # benign cases, >= 97 % caught, no damaged product "not found", grown content >= 90 %) are
     # NOT all met; these bars are the levels measured (docs/product_checks.md), so a regression
     # fails. held_out was looked at while the measures were built; fresh was measured once.
     held = _rates(results, product_cases.HELD_OUT)
-    assert len(held["false_alarms"]) <= 1, held["false_alarms"]
+    assert not held["false_alarms"], held["false_alarms"]
     held_flag = [name for name in held["caught"] if "/grown/" not in name]
-    assert len(held_flag) >= 0.96 * (len(held["flag"]) - len(held["grown"])), held["missed"]
+    assert len(held_flag) >= 0.97 * (len(held["flag"]) - len(held["grown"])), held["missed"]
     assert not held["not_found"], held["not_found"]
-    assert len(held["grown_caught"]) >= 0.65 * len(held["grown"]), held["missed"]
+    assert len(held["grown_caught"]) >= 0.8 * len(held["grown"]), held["missed"]
     # The fresh part as first measured: 2 false alarms, 59/60, 1 not found; these bars hold it
     # at the levels after the changes made since (docs/product_checks.md).
     fresh = _rates(results, FRESH)
@@ -167,7 +167,7 @@ def test_confusion_table(results, capsys):
     fresh_flag = [name for name in fresh["caught"] if "/grown/" not in name]
     assert len(fresh_flag) >= 0.97 * (len(fresh["flag"]) - len(fresh["grown"])), fresh["missed"]
     assert not fresh["not_found"], fresh["not_found"]
-    assert len(fresh["grown_caught"]) >= 0.65 * len(fresh["grown"]), fresh["missed"]
+    assert len(fresh["grown_caught"]) >= 0.8 * len(fresh["grown"]), fresh["missed"]
 
 
 GEOMETRY_EDITS = ("stretched", "painted_over", "outline_painted")  # the truth no longer holds
