@@ -26,7 +26,9 @@ Definition (on a grid where the product's long side is <= 128 px):
   Gaussian σ = half the band, on a half-size grid) with a*b* within 6 levels of it, and no
   more textured than the background (L's spread in a 5x5 window at most 1.5 x its 90th
   percentile over the reference, + 2 levels). Then a 3x3 opening.
-* Each 8-connected group of product-like band pixels attached to that 5 px ring is then
+* The product-like band pixels 8-connected to that 5 px ring form groups joined through the
+  ring, so the pixels around one closed outline are one group (verified piece by piece,
+  chance pieces of busy backgrounds passed). Each is then
   verified by structure: it counts only when it looks like a part of the product, that is when
   its pixels (as a masked template, CIELAB, `cv2.matchTemplate` TM_CCOEFF_NORMED) correlate
   above 0.6 with the generated image at some shift where at least 80 % of them fall inside M.
