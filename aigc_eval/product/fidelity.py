@@ -297,14 +297,3 @@ def edge_share(rim_delta_e: np.ndarray, tolerance: float = 20.0,
     if rim_structure is not None:
         intact &= rim_structure >= ssim_tolerance
     return float(intact.mean())
-
-
-def edge_score(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, band_px: int,
-               tolerance: float = 20.0, interior_delta_e: float = 0.0) -> float:
-    """Share of the product's rim (rim_mask) whose CIEDE2000 to the cut-out is within
-    max(`tolerance`, 2 x `interior_delta_e`): 1 = the outline is intact, low = new background
-    painted into or over it. The interior's median ΔE raises the bar so a product recoloured
-    all over is reported as recoloured, not as a broken edge."""
-    rim = rim_mask(mask, band_px)
-    return edge_share(delta_e(generated, reference, rim) if rim.any() else np.zeros(0),
-                      tolerance, interior_delta_e)
