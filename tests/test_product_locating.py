@@ -69,27 +69,21 @@ def test_tile_agreement_judges_only_textured_product_tiles():
 NAMES = (*product_cases.PRODUCT_NAMES, "cat_sym")
 
 
-# The one the rule still lets through: a small retina template on the Hubble field peaks at a
-# grey correlation of 0.81, inside the frame, where tile agreement is not asked (see locate).
-STILL_FOUND = {("retina", "hubble")}
-
-
 def _absent_cases():
     """Each tuned product on each tuned background, without it: the frame empty, or holding
     another tuned product (not its look-alike), on the five canvas sizes (48 cases)."""
     for i, name in enumerate(NAMES):
         for j, bg in enumerate(product_cases.BACKGROUNDS):
-            marks = ([pytest.mark.xfail(strict=True, reason="correlation 0.81 by chance")]
-                     if (name, bg) in STILL_FOUND else [])
-            yield pytest.param(i, j, name, bg, id=f"{name}-{bg}", marks=marks)
+            yield pytest.param(i, j, name, bg, id=f"{name}-{bg}")
 
 
 @pytest.mark.parametrize(("i", "j", "name", "bg"), list(_absent_cases()))
 def test_the_template_path_finds_no_product_where_none_is(products, i, j, name, bg):
     """The template path alone (what runs when features fail, as they do on an absent
     product). Before tile agreement, 6 of these 48 were "found": 5 through the outline
-    support (0.50-0.77 on brick, grass, a studio gradient) and 1 at a correlation of 0.81,
-    which still is (`STILL_FOUND`)."""
+    support (0.50-0.77 on brick, grass, a studio gradient) and 1 at a correlation of 0.81
+    (a small retina template on the Hubble field, inside the frame: 3 of its 19 judged tiles
+    match; until session 17 tiles were not asked of such placements)."""
     canvas = product_cases.CANVASES[(i + j) % len(product_cases.CANVASES)]
     if (i + j) % 2 == 0:
         image = product_cases.background(bg, *canvas)

@@ -57,7 +57,7 @@ class Placement:
     stretch: float = 0.0
     method: str = "none"
     outline: float = math.nan  # outline_support, measured when the grey correlation was weak
-    tiles: float = math.nan    # tile_agreement, measured for some template placements (locate)
+    tiles: float = math.nan    # tile_agreement, measured for template placements (locate)
     ambiguity: float = 0.0     # placement_ambiguity (see locate)
 
 
@@ -306,14 +306,13 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
     A candidate whose grey correlation is under its bar is still found when the outline fits
     (`outline_support` >= `min_outline_support`) and the correlation is at least
     `min_damaged_confidence`: damage lowers the correlation, not the outline. A template
-    placement found that way, or hanging over the frame's edge, which nothing has verified
-    geometrically, is found only when the product also still matches part by part
-    (`tile_agreement` >= `min_tile_agreement`, on at least `TILE_MIN_MATCHED` tiles): a
-    template laid on unrelated texture can reach the outline's bar, or the correlation's over a
-    corner, but matches on few of the product's tiles. Found by its outline with fewer than
-    `TILE_MIN_JUDGED` judged tiles, the outline's rule stands. (Tiles are not asked of the
-    template placements inside the frame that reach the correlation's bar: thin and smooth
-    products, which are what reaches the template path, have too few textured tiles.)"""
+    placement, which nothing has verified geometrically, is found only when the product also
+    still matches part by part (`tile_agreement` >= `min_tile_agreement`, on at least
+    `TILE_MIN_MATCHED` tiles): a template laid on unrelated texture can reach the outline's
+    bar, or the correlation's by chance or over a corner, but matches on few of the product's
+    tiles. With fewer than `TILE_MIN_JUDGED` judged tiles (thin and smooth products, which are
+    what reaches the template path most), the tiles are no evidence and the correlation's or
+    the outline's rule stands, except over the frame's edge."""
     def candidates():
         if method in ("auto", "features"):
             for affine in _feature_candidates(generated, cut, work_long_side, min_inliers):
@@ -352,11 +351,12 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             found = outline >= min_outline_support and confidence >= min_damaged_confidence
         tiles = math.nan
         over_edge = name == "template" and found and _over_edge(cut, refined, generated)
-        if name == "template" and found and (confidence < needed or over_edge):
+        if name == "template" and found:
             share, matched, judged = tile_agreement_at(generated, cut, refined, refine_long_side)
             tiles = share
-            # Too few judged tiles are no evidence: the outline's rule stands for them, but a
-            # placement over the edge, with fewer pixels and more freedom, needs the tiles.
+            # Too few judged tiles are no evidence: the correlation's or the outline's rule
+            # stands for them, but a placement over the edge, with fewer pixels and more
+            # freedom, needs the tiles.
             if over_edge or judged >= TILE_MIN_JUDGED:
                 found = share >= min_tile_agreement and matched >= TILE_MIN_MATCHED
         placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),

@@ -15,7 +15,7 @@ PRODUCT_STRETCH = "product_stretch"
 MATCH_CONFIDENCE = "match_confidence"
 MATCH_METHOD = "match_method"
 OUTLINE_SUPPORT = "outline_support"          # outline on edges, when the correlation was weak
-TILE_AGREEMENT = "tile_agreement"            # share of tiles still matching (some template placements)
+TILE_AGREEMENT = "tile_agreement"            # share of tiles still matching (template placements)
 PLACEMENT_AMBIGUITY = "placement_ambiguity"  # runner-up placement's confidence / the winner's
 PRODUCT_MIRRORED = "product_mirrored"        # the mirrored cut-out fits clearly better
 
