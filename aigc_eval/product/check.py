@@ -72,8 +72,9 @@ THRESHOLD_HELP: dict[str, str] = {
                            "grey correlation still counts as found (damaged, not absent)",
     "damaged_confidence_min": "grey correlation a product found by its outline needs at least",
     "tile_agreement_min": "share of the product's textured tiles that must still match on their "
-                          "own (3 at least) for a template-matching placement found by its "
-                          "outline, or hanging over the frame's edge, to count as found",
+                          "own (3 at least) for a template-matching placement to count as "
+                          "found (asked when 10 tiles can be judged, and always over the "
+                          "frame's edge)",
     "expansion_max": "product-like content attached outside the outline (verified to look "
                      "like a part of the product), as a share of the product's area, above "
                      "which it is product_altered",
