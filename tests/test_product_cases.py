@@ -143,13 +143,13 @@ def test_confusion_table(results, capsys):
             print("missed:", rates["missed"], "\nfalse alarms:", rates["false_alarms"])
         print(f"check_product CPU time per image: median {statistics.median(times) * 1000:.0f} ms,"
               f" max {max(times) * 1000:.0f} ms (one OpenCV thread)\n")
-    # The tuned part: what the thresholds were set on; grown content 16 of its 18 cases.
+    # The tuned part: what the thresholds were set on; grown content 17 of its 18 cases.
     tuned = _rates(results, product_cases.TUNED)
     assert not tuned["false_alarms"], tuned["false_alarms"]
     flag = [name for name in tuned["caught"] if not name.startswith("grown/")]
     assert len(flag) >= 0.95 * (len(tuned["flag"]) - len(tuned["grown"])), tuned["missed"]
     assert not tuned["not_found"], tuned["not_found"]
-    assert len(tuned["grown_caught"]) >= 0.85 * len(tuned["grown"]), tuned["missed"]
+    assert len(tuned["grown_caught"]) >= 0.94 * len(tuned["grown"]), tuned["missed"]
     # The set-aside parts: no threshold was tuned on them, and the issue's targets (no issue on
     # benign cases, >= 97 % caught, no damaged product "not found", grown content >= 90 %) are
     # NOT all met; these bars are the levels measured (docs/product_checks.md), so a regression

@@ -31,7 +31,8 @@ Definition (on a grid where the product's long side is <= 128 px):
   chance pieces of busy backgrounds passed). Each is then
   verified by structure: it counts only when it looks like a part of the product, that is when
   its pixels (as a masked template, CIELAB, `cv2.matchTemplate` TM_CCOEFF_NORMED) correlate
-  above 0.6 with the generated image at some shift where at least 80 % of them fall inside M.
+  above 0.6 with the generated image at some shift where at least 70 % of them fall inside M
+  (not all: a strap over a narrow top carries texture from beside it as well as from it).
   Groups under 15 px, or flat (no channel's spread over 3 levels), cannot be verified and do
   not count. A second copy, or a part that continues the product's own pattern, passes; a
   background that only shares the product's colours (a gradient, a blurred photo) does not.
@@ -59,7 +60,9 @@ RING_FRACTION = 0.04       # the ring just outside the outline that is left out,
 SHADOW_CHROMA = 6.0        # OpenCV 8-bit Lab a*b* distance within which darker = a shadow
 SHADOW_TEXTURE = 1.5       # ... unless its local spread of L exceeds this x the background's
 VERIFY_CORRELATION = 0.6   # a grown group's correlation with a part of the product
-VERIFY_INSIDE = 0.8        # ... at a shift where this share of it falls inside the outline
+VERIFY_INSIDE = 0.7        # ... at a shift where this share of it falls inside the outline
+                           # (0.8 until session 18: the tuned astronaut's strap lies 73 % inside
+                           # at its source, the rest of its texture is the gravel beside the head)
 VERIFY_MIN_PX = 15         # smaller groups cannot be verified
 _BINS = (4, 32, 32)
 _RANGES = [0, 256, 0, 256, 0, 256]
