@@ -350,14 +350,13 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             outline = outline_support(generated, cut, refined)
             found = outline >= min_outline_support and confidence >= min_damaged_confidence
         tiles = math.nan
-        over_edge = name == "template" and found and _over_edge(cut, refined, generated)
         if name == "template" and found:
             share, matched, judged = tile_agreement_at(generated, cut, refined, refine_long_side)
             tiles = share
             # Too few judged tiles are no evidence: the correlation's or the outline's rule
             # stands for them, but a placement over the edge, with fewer pixels and more
             # freedom, needs the tiles.
-            if over_edge or judged >= TILE_MIN_JUDGED:
+            if judged >= TILE_MIN_JUDGED or _over_edge(cut, refined, generated):
                 found = share >= min_tile_agreement and matched >= TILE_MIN_MATCHED
         placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),
                             outline=outline, tiles=tiles)
