@@ -216,6 +216,20 @@ def paste(canvas: np.ndarray, cutout: np.ndarray, scale: float, centre: tuple[fl
     return np.clip(out, 0, 255).round().astype(np.uint8), alpha[..., 0], truth, outside
 
 
+def smooth_bottle() -> np.ndarray:
+    """A textureless product (analytic): a red bottle silhouette (body, shoulder, neck) shaded
+    only by a horizontal cosine, as a plain plastic bottle or a white mug is lit in a studio."""
+    h, w = 400, 160
+    xx = np.mgrid[0:h, 0:w][1].astype(np.float32)
+    shade = 0.75 + 0.25 * np.cos((xx / w - 0.35) * np.pi)
+    rgb = np.clip(np.float32([200, 40, 40]) * shade[..., None], 0, 255).astype(np.uint8)
+    alpha = np.zeros((h, w), np.uint8)
+    cv2.rectangle(alpha, (w // 6, h // 5), (w - w // 6, h - 2), 255, -1)
+    cv2.ellipse(alpha, (w // 2, h // 5), (w // 3, h // 10), 0, 0, 360, 255, -1)
+    cv2.rectangle(alpha, (w // 2 - w // 10, 2), (w // 2 + w // 10, h // 5), 255, -1)
+    return np.dstack([rgb, cv2.GaussianBlur(alpha, (3, 3), 0)])
+
+
 def encode(image: np.ndarray, fmt: str) -> np.ndarray:
     """Save and re-read: 'png' or 'jpgNN' (quality NN)."""
     if fmt == "png":

@@ -17,7 +17,7 @@ from aigc_eval.product import names
 from aigc_eval.product.check import ProductThresholds, check_product
 from aigc_eval.product.cutout import prepare_cutout
 from aigc_eval.product.expansion import expansion, measuring_crop
-from aigc_eval.product.locate import known_placement
+from aigc_eval.product.placement import known_placement
 from aigc_eval.product.mirror import mirrored_cutout
 from aigc_eval.product.outline import outline_support
 from aigc_eval.product.reflection import reflection_in

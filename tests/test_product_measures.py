@@ -14,7 +14,8 @@ from aigc_eval.product import locate as locate_module
 from aigc_eval.product.check import ProductThresholds, check_product, crop_box, crop_for_report
 from aigc_eval.product.composition import PROFILES
 from aigc_eval.product.cutout import ProductInputError, prepare_cutout
-from aigc_eval.product.locate import known_placement, locate
+from aigc_eval.product.locate import locate
+from aigc_eval.product.placement import known_placement
 
 import product_cases
 

@@ -15,7 +15,8 @@ from . import names as n
 from . import quality as qual
 from .cutout import Cutout, ProductInputError, prepare_cutout
 from .expansion import expansion_in, measuring_crop
-from .locate import Placement, locate
+from .locate import locate
+from .placement import Placement
 from .mirror import mirror_check
 from .reflection import reflection_in
 
@@ -127,6 +128,7 @@ class ProductResult:
             n.MATCH_METHOD: p.method,
             n.OUTLINE_SUPPORT: r(p.outline if p.found else None),
             n.TILE_AGREEMENT: r(p.tiles if p.found else None),
+            n.SILHOUETTE_CONTRAST: r(p.silhouette if p.found else None),
             n.PLACEMENT_AMBIGUITY: r(p.ambiguity if p.found else None),
             n.PRODUCT_MIRRORED: bool(self.mirrored),
             n.MASKED_SSIM: r(self.masked_ssim),

@@ -12,7 +12,8 @@ Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
 2. If features fail (a textureless or thin product), masked multi-scale template matching
    (template_search.py: cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side
    128 px); its best peaks (up to 5, across sizes; each also turned by 10 deg when that fits
-   clearly better) are each refined and verified.
+   clearly better) are each refined and verified. A plain (textureless, one-colour) cut-out's
+   placements are then re-placed and judged by its silhouette (silhouette.py).
 3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
    product's comparison size (<= 192 px long side), kept only if it raises the correlation.
 
@@ -24,7 +25,7 @@ verified geometrically, or >= `min_template_confidence` (0.8) for a template mat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Iterator
 
 import cv2
@@ -35,50 +36,9 @@ from .comparison import TILE_MIN_JUDGED, TILE_MIN_MATCHED, Tiles, correlation, t
 from .composition import visible_share
 from .cutout import Cutout
 from .outline import outline_support
+from .placement import NOT_FOUND, Placement, placement_of
+from .silhouette import found_by_silhouette, plain_product, silhouette_at, silhouette_fit
 from .template_search import template_candidates
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the cut-out sits in the generated image.
-
-    matrix: 2x3 similarity mapping ORIGINAL cut-out pixel coordinates (before cropping to the
-    mask) to canvas pixel coordinates; offset_x/offset_y = where the cut-out's top-left pixel
-    lands; rotation_deg counter-clockwise as displayed; stretch: anisotropy of the best affine
-    fit (0 = undistorted); method: "features", "template", "known" or "none"."""
-
-    found: bool
-    scale: float
-    rotation_deg: float
-    offset_x: float
-    offset_y: float
-    confidence: float
-    matrix: np.ndarray = field(repr=False)
-    stretch: float = 0.0
-    method: str = "none"
-    outline: float = math.nan  # outline_support, measured when the grey correlation was weak
-    tiles: float = math.nan    # tile_agreement, measured for template placements (locate)
-    ambiguity: float = 0.0     # placement_ambiguity (see locate)
-
-
-NOT_FOUND = Placement(False, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros((2, 3)), 0.0, "none")
-
-
-def known_placement(scale: float, offset_x: float, offset_y: float,
-                    rotation_deg: float = 0.0) -> Placement:
-    """A placement given by the generation request (original cut-out's top-left at the offset);
-    check_product then skips the search."""
-    matrix = geo.similarity(scale, rotation_deg, offset_x, offset_y)
-    return Placement(True, float(scale), float(rotation_deg), float(offset_x), float(offset_y),
-                     1.0, matrix, 0.0, "known")
-
-
-def _placement(matrix_crop: np.ndarray, cut: Cutout, confidence: float, stretch_value: float,
-               method: str, found: bool) -> Placement:
-    matrix = geo.compose(matrix_crop, geo.translation(-cut.origin[0], -cut.origin[1]))
-    scale, rotation = geo.decompose(matrix)
-    return Placement(found, scale, rotation, float(matrix[0, 2]), float(matrix[1, 2]),
-                     confidence, matrix, stretch_value, method)
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -312,7 +272,8 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
     bar, or the correlation's by chance or over a corner, but matches on few of the product's
     tiles. With fewer than `TILE_MIN_JUDGED` judged tiles (thin and smooth products, which are
     what reaches the template path most), the tiles are no evidence and the correlation's or
-    the outline's rule stands, except over the frame's edge."""
+    the outline's rule stands, except over the frame's edge. A plain (textureless, one-colour)
+    cut-out's template placements are re-placed and found by their silhouette (silhouette.py)."""
     def candidates():
         if method in ("auto", "features"):
             for affine in _feature_candidates(generated, cut, work_long_side, min_inliers):
@@ -345,12 +306,24 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         # so it needs stronger photometric evidence.
         needed = min_template_confidence if name == "template" else min_confidence
         found = plausible and confidence >= needed
-        outline = math.nan
-        if plausible and not found:
+        outline = tiles = contrast = math.nan
+        if name == "template" and plausible and plain_product(cut):
+            # A plain product: its silhouette places and finds it (silhouette.py); over the
+            # frame's edge it is only measured where the template path put it.
+            fit = None if _over_edge(cut, refined, generated) else silhouette_fit(
+                generated, cut, refined)
+            if fit is not None:
+                refined = fit.matrix_crop
+                sim = geo.nearest_similarity(refined, centre)
+                confidence, _ = correlation_at(generated, cut, geo.compose(
+                    sim, geo.translation(-cut.origin[0], -cut.origin[1])), refine_long_side)
+            contrast = fit.r2 if fit is not None else silhouette_at(generated, cut, refined)
+            found = (confidence >= min_damaged_confidence
+                     and found_by_silhouette(generated, cut, refined, contrast, confidence))
+        elif plausible and not found:
             outline = outline_support(generated, cut, refined)
             found = outline >= min_outline_support and confidence >= min_damaged_confidence
-        tiles = math.nan
-        if name == "template" and found:
+        if name == "template" and found and math.isnan(contrast):
             share, matched, judged = tile_agreement_at(generated, cut, refined, refine_long_side)
             tiles = share
             # Too few judged tiles are no evidence: the correlation's or the outline's rule
@@ -358,8 +331,8 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             # freedom, needs the tiles.
             if judged >= TILE_MIN_JUDGED or _over_edge(cut, refined, generated):
                 found = share >= min_tile_agreement and matched >= TILE_MIN_MATCHED
-        placement = replace(_placement(sim, cut, confidence, stretch_value, name, found),
-                            outline=outline, tiles=tiles)
+        placement = replace(placement_of(sim, cut, confidence, stretch_value, name, found),
+                            outline=outline, tiles=tiles, silhouette=contrast)
         evaluated.append(placement)
         if placement.found and name != "template":
             best = placement
@@ -371,7 +344,13 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             # and is larger: the placement consistent with the frame (a product cut off at the
             # edge rather than shrunk to fit inside).
             lead = min(0.02, 0.5 * (1.0 - best.confidence))
-            if placement.found and (
+            if placement.found and not math.isnan(placement.silhouette):
+                # A textureless product correlates about as well anywhere inside it: the
+                # silhouette decides, with the correlation.
+                if (placement.silhouette * placement.confidence
+                        > best.silhouette * best.confidence):
+                    best = placement
+            elif placement.found and (
                     placement.confidence > best.confidence + lead
                     or (placement.confidence >= best.confidence - 0.02
                         and placement.scale > 1.1 * best.scale)):

@@ -8,7 +8,8 @@ import numpy as np
 
 from . import geometry as geo
 from .cutout import Cutout
-from .locate import Placement, correlation_at, locate
+from .locate import correlation_at, locate
+from .placement import Placement
 
 
 def mirrored_cutout(cut: Cutout) -> Cutout:

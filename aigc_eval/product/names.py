@@ -16,6 +16,7 @@ MATCH_CONFIDENCE = "match_confidence"
 MATCH_METHOD = "match_method"
 OUTLINE_SUPPORT = "outline_support"          # outline on edges, when the correlation was weak
 TILE_AGREEMENT = "tile_agreement"            # share of tiles still matching (template placements)
+SILHOUETTE_CONTRAST = "silhouette_contrast"  # silhouette R² (textureless products' placements)
 PLACEMENT_AMBIGUITY = "placement_ambiguity"  # runner-up placement's confidence / the winner's
 PRODUCT_MIRRORED = "product_mirrored"        # the mirrored cut-out fits clearly better
 
@@ -59,6 +60,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     MATCH_METHOD,
     OUTLINE_SUPPORT,
     TILE_AGREEMENT,
+    SILHOUETTE_CONTRAST,
     PLACEMENT_AMBIGUITY,
     PRODUCT_MIRRORED,
     MASKED_SSIM,

@@ -31,7 +31,7 @@ from . import names as n
 from .check import ProductThresholds, check_product, crop_box
 from .composition import PROFILES, Profile
 from .cutout import Cutout, ProductInputError, prepare_cutout
-from .locate import Placement, known_placement
+from .placement import Placement, known_placement
 
 # Generated images are decoded down to no less than this on their shorter side (JPEG DCT scaling,
 # whole-factor reduction otherwise): the search works at <= 512 px and the comparison at <= 384 px,
