@@ -25,8 +25,9 @@ product's shading still decides where it can lie and the silhouette decides its 
 
 `locate` asks this of template placements of plain cut-outs (`plain_product`: under
 `TEXTURED_SHARE_MIN` textured, `textured_share`, and of one colour, `colour_spread` at most
-`COLOUR_SPREAD_MAX`: the model's interior is one colour; a smooth colour wheel is not), and
-finds such a product only on R² >= `SILHOUETTE_STRONG`, or on R² >= `SILHOUETTE_MIN` where its shading is the cut-out's (grey correlation >= `SHADING_AGREE`)
+`COLOUR_SPREAD_MAX`: the model's interior is one colour; a smooth colour wheel is not, and keeps
+the template path's rules), and finds such a product only on R² >= `SILHOUETTE_STRONG`, or on
+R² >= `SILHOUETTE_MIN` where its shading is the cut-out's (grey correlation >= `SHADING_AGREE`)
 or its colours are (median CIEDE2000 under the placement <= `COLOUR_AGREE_DE`): without texture,
 shape, shading and colour are all there is to recognise. A smooth gradient of the background
 correlates with the shading of an absent product up to about 0.95 (dev set), a present one,
@@ -52,7 +53,7 @@ RING_FRACTION = 0.08         # the ring outside the outline, of the product's lo
 TEXTURE_WEIGHT = 2.0         # the texture channel's weight against CIELAB's
 CORRELATION_SLACK = 0.03     # shifts within this of the best interior correlation compete
 SILHOUETTE_STRONG = 0.6      # R² that finds a textureless product whatever its colours
-SILHOUETTE_MIN = 0.15        # R² that finds it where its colours agree with the cut-out's
+SILHOUETTE_MIN = 0.15        # R² that finds it where its shading or colours agree
 COLOUR_AGREE_DE = 5.0        # median CIEDE2000 under which the colours agree
 SHADING_AGREE = 0.97         # grey correlation at which the shading agrees (whatever the colour)
 COARSE = (64, 1.04 ** np.arange(-4, 10), 0.25)   # (long side px, scales, shift of the size)
