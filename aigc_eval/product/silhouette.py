@@ -123,11 +123,12 @@ def _regions(cut: Cutout, matrix: np.ndarray, ring: float):
     x1, y1 = np.ceil(corners.max(axis=0) + ring + 3).astype(int)
     warp = geo.compose(geo.translation(-x0, -y0), matrix)
     size = (int(x1 - x0), int(y1 - y0))
-    key = ("silhouette", "mask float", "grey")
-    if key not in cut.cache:
-        cut.cache[key] = (cut.mask.astype(np.float32),
-                          cv2.cvtColor(cut.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
-    mask_float, grey = cut.cache[key]
+    # "mask float" is outline.py's copy of the mask, the same array.
+    if "mask float" not in cut.cache:
+        cut.cache["mask float"] = cut.mask.astype(np.float32)
+    if "grey float" not in cut.cache:
+        cut.cache["grey float"] = cv2.cvtColor(cut.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mask_float, grey = cut.cache["mask float"], cut.cache["grey float"]
     mask8 = (cv2.warpAffine(mask_float, warp, size, flags=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
     inside = cv2.distanceTransform(mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) > 1
     outside = cv2.distanceTransform(1 - mask8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -234,14 +235,10 @@ def silhouette_fit(generated: np.ndarray, cut: Cutout,
     """The placement near `matrix_crop` (cropped cut-out -> canvas px) of the RGB uint8
     `generated` where the product's silhouette is strongest (see the module docstring); None
     when no placement fits the frame."""
-    fit = None
-    for long_side, factors, shift in (COARSE, FINE):
-        found = _search(generated, cut, matrix_crop if fit is None else fit.matrix_crop,
-                        long_side, factors, shift)
-        fit = found if found is not None else fit
-        if fit is None:
-            return None
-    return fit
+    coarse = _search(generated, cut, matrix_crop, *COARSE)
+    if coarse is None:
+        return None
+    return _search(generated, cut, coarse.matrix_crop, *FINE) or coarse
 
 
 def colour_difference(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray) -> float:
