@@ -63,12 +63,45 @@ def test_expansion_counts_only_content_that_looks_like_a_part_of_the_product(cat
                                                     cat, 1.2, (450, 450))
     assert truth == (scale, ox, oy)  # the same placement as on the blurred photo
     grown, _ = product_cases.grow_outside(on_grass, alpha, "copy")
-    monkeypatch.setattr(expansion_module, "VERIFY_CORRELATION", -2.0)  # every group passes
+    monkeypatch.setattr(expansion_module, "VERIFY_CORRELATION", -2.0)  # every group passes,
+    monkeypatch.setattr(expansion_module, "VERIFY_INSIDE", 0.0)  # at any shift
     proposed = expansion(image, cut, matrix)
     assert proposed > 0.06  # the colour proposal alone would call it grown content
     assert verified < 0.01
     monkeypatch.undo()
     assert expansion(grown, cut, matrix) > ProductThresholds().expansion_max
+
+
+def test_verification_searches_only_the_allowed_shifts_with_the_same_answer(cat, monkeypatch):
+    """The structure test correlates a group only over the window its allowed shifts reach;
+    its best score there is the best score over the whole crop, masked to those shifts (the
+    definition), for groups on the product's rim, beside it and in the background."""
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(
+        product_cases.background("grass", 900, 900), cat, 1.2, (450, 450))
+    grown, _ = product_cases.grow_outside(image, alpha, "copy")
+    m = measuring_crop(grown, prepare_cutout(cat), known_placement(scale, ox, oy).matrix)
+    lab, mask = m.lab.astype(np.float32), m.mask.astype(np.float32)
+    ys, xs = np.nonzero((m.outside > 5) & (m.outside < 9))
+    checked = 0
+    for k in range(0, len(ys), max(1, len(ys) // 12)):
+        group = np.zeros(m.mask.shape, np.uint8)
+        cv2.circle(group, (int(xs[k]), int(ys[k])), 4 + k % 5, 1, -1)
+        group = group.astype(bool)
+        size = int(group.sum())
+        gy, gx = np.nonzero(group)
+        y0, y1, x0, x1 = gy.min(), gy.max() + 1, gx.min(), gx.max() + 1
+        weights = group[y0:y1, x0:x1].astype(np.float32)
+        score = np.nan_to_num(cv2.matchTemplate(lab, lab[y0:y1, x0:x1], cv2.TM_CCOEFF_NORMED,
+                                                mask=weights), nan=-1.0, posinf=-1.0, neginf=-1.0)
+        score[cv2.matchTemplate(mask, weights, cv2.TM_CCORR) / size < 0.7] = -1.0
+        best = float(score.max())
+        if best < -0.5:
+            continue  # no allowed shift: the group is refused either way
+        checked += 1
+        for bar, counted in ((best - 1e-4, size), (best + 1e-4, 0)):
+            monkeypatch.setattr(expansion_module, "VERIFY_CORRELATION", bar)
+            assert expansion_module._looks_like_product(lab, mask, group) == counted
+    assert checked >= 8
 
 
 def _reflection_share(alpha: np.ndarray, band_fraction: float = 0.3) -> float:

@@ -198,9 +198,15 @@ def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) ->
     weights = group[y0:y1, x0:x1].astype(np.float32)
     if template[weights > 0].std(axis=0).max() < 3.0:
         return 0  # flat: its colour is all there is, and colour was the proposal
-    score = cv2.matchTemplate(lab, template, cv2.TM_CCOEFF_NORMED,
-                              mask=weights)
+    allowed = cv2.matchTemplate(mask, weights, cv2.TM_CCORR) >= VERIFY_INSIDE * size
+    if not allowed.any():
+        return 0
+    # The correlation only where the shift is allowed (the window of the image those shifts
+    # reach): the same answer at a fraction of the cost of the whole crop.
+    rows, cols = np.nonzero(allowed.any(axis=1))[0], np.nonzero(allowed.any(axis=0))[0]
+    v0, v1, u0, u1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    window = lab[v0:v1 + y1 - y0 - 1, u0:u1 + x1 - x0 - 1]
+    score = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED, mask=weights)
     score = np.nan_to_num(score, nan=-1.0, posinf=-1.0, neginf=-1.0)
-    inside = cv2.matchTemplate(mask, weights, cv2.TM_CCORR) / size
-    score[inside < VERIFY_INSIDE] = -1.0
+    score[~allowed[v0:v1, u0:u1]] = -1.0
     return size if float(score.max()) > VERIFY_CORRELATION else 0
