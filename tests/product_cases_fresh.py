@@ -71,9 +71,15 @@ def _horse() -> np.ndarray:
     """The horse silhouette as a brushed-steel decal on plain white, RGB without alpha."""
     silhouette = (~skdata.horse()).astype(np.float32)
     big = cv2.resize(silhouette, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_LINEAR)
-    alpha = cv2.GaussianBlur(np.clip((big - 0.5) * 3 + 0.5, 0, 1), (0, 0), 0.8)
+    return steel_decal(np.clip((big - 0.5) * 3 + 0.5, 0, 1), seed=9)
+
+
+def steel_decal(coverage: np.ndarray, seed: int) -> np.ndarray:
+    """A silhouette (`coverage` 0..1) as a brushed-steel decal on plain white with a 30 px
+    margin, RGB without alpha: horizontal streaks (seeded), a diagonal sheen, darker below."""
+    alpha = cv2.GaussianBlur(coverage.astype(np.float32), (0, 0), 0.8)
     height, width = alpha.shape
-    rng = np.random.default_rng(9)
+    rng = np.random.default_rng(seed)
     streaks = cv2.GaussianBlur(rng.normal(size=(height, width)).astype(np.float32), (0, 0),
                                sigmaX=30, sigmaY=0.7)
     streaks /= streaks.std()

@@ -19,6 +19,9 @@ from .cutout import Cutout
 TEMPLATE_LONG_SIDE = 128   # the canvas's long side (px) on which templates are matched
 MIN_TEMPLATE_PIXELS = 150  # a masked correlation over fewer pixels fits almost anything
 TEMPLATE_PEAKS = 3         # best peaks handed to `locate` (beside each size third's best)
+PEAKS_PER_THIRD = 2        # ... and the best distinct peaks of each third of the sizes (1 until
+                           # session 21: a thin, smooth product's own peak is often not its
+                           # third's best; thin-silhouette dev set placed 5/20 with 1, 14 with 2)
 FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
 FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
 FINE_ANGLES = (-10.0, 10.0)  # ... and these turns (deg): ECC converges from within ~9 deg
@@ -186,9 +189,9 @@ def _finer(canvas: np.ndarray, gray_cut: np.ndarray, mask: np.ndarray, size: flo
 
 
 def _chosen_peaks(found: list[tuple], peaks: int, smallest: float, largest: float) -> list[tuple]:
-    """The peaks to verify: the best of each third of the searched sizes (on a log scale), then
-    up to `peaks` - 1 of the best others, each clearly different from those before
-    (`_distinct`); best first. A masked correlation is higher by chance the fewer pixels a
+    """The peaks to verify: the `PEAKS_PER_THIRD` best of each third of the searched sizes (on a
+    log scale), then up to `peaks` - 1 of the best others, each clearly different from those
+    before (`_distinct`); best first. A masked correlation is higher by chance the fewer pixels a
     template has, so the small sizes' peaks outrank the product's own at its size: without the
     thirds, the three best peaks of a textureless product could all be small spots."""
     ranked = sorted(found, key=lambda peak: -peak[0])
@@ -196,9 +199,11 @@ def _chosen_peaks(found: list[tuple], peaks: int, smallest: float, largest: floa
     band = [sum(peak[1] >= edge for edge in edges) for peak in ranked]
     chosen: list[tuple] = []
     for third in range(3):
-        best = next((p for p, b in zip(ranked, band) if b == third and _distinct(p, chosen)), None)
-        if best is not None:
-            chosen.append(best)
+        for _ in range(PEAKS_PER_THIRD):
+            best = next((p for p, b in zip(ranked, band) if b == third and _distinct(p, chosen)),
+                        None)
+            if best is not None:
+                chosen.append(best)
     others = 0
     for peak in ranked:
         if others == peaks - 1:
