@@ -75,7 +75,7 @@ def test_expansion_counts_only_content_that_looks_like_a_part_of_the_product(cat
 def test_verification_searches_only_the_allowed_shifts_with_the_same_answer(cat, monkeypatch):
     """The structure test correlates a group only over the window its allowed shifts reach;
     its best score there is the best score over the whole crop, masked to those shifts (the
-    definition), for groups on the product's rim, beside it and in the background."""
+    definition), for discs of several sizes just outside the outline all around it."""
     image, alpha, (scale, ox, oy), _ = product_cases.paste(
         product_cases.background("grass", 900, 900), cat, 1.2, (450, 450))
     grown, _ = product_cases.grow_outside(image, alpha, "copy")

@@ -21,7 +21,7 @@ MIN_TEMPLATE_PIXELS = 150  # a masked correlation over fewer pixels fits almost 
 TEMPLATE_PEAKS = 3         # best peaks handed to `locate` (beside each size third's best)
 PEAKS_PER_THIRD = 2        # ... and the best distinct peaks of each third of the sizes (1 until
                            # session 21: a thin, smooth product's own peak is often not its
-                           # third's best; thin-silhouette dev set placed 5/20 with 1, 14 with 2)
+                           # third's best; thin-silhouette dev set placed 5/20 with 1, 13 with 2)
 FINE_LONG_SIDE = 256       # each peak is re-placed on this finer canvas before ECC
 FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak's
 FINE_ANGLES = (-10.0, 10.0)  # ... and these turns (deg): ECC converges from within ~9 deg
