@@ -10,6 +10,7 @@ says, and saved and re-read as JPEG (quality 85-95) or PNG. Everything random is
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,21 @@ def _with_segmented_alpha(rgb: np.ndarray) -> np.ndarray:
 
 def build_products() -> dict[str, np.ndarray]:
     """name -> cut-out (RGBA, or RGB for the retina and the colour wheel). PRODUCT_NAMES and
-    cat_sym are the tuned part's products, HELD_OUT_PRODUCTS the set-aside part's."""
+    cat_sym are the tuned part's products, HELD_OUT_PRODUCTS the set-aside part's. Built once
+    per process (the grabCuts take seconds; several test modules use them) and read-only: each
+    call returns a new dict of the same arrays."""
+    return dict(_built_products())
+
+
+@functools.cache
+def _built_products() -> dict[str, np.ndarray]:
+    products = _segment_products()
+    for image in products.values():
+        image.setflags(write=False)
+    return products
+
+
+def _segment_products() -> dict[str, np.ndarray]:
     coffee_png = cv2.imread(str(ROOT / "samples/images/coffee_cutout.png"), cv2.IMREAD_UNCHANGED)
     retina = cv2.resize(skdata.retina(), (600, 600), interpolation=cv2.INTER_AREA)
     cat = _grabcut(skdata.chelsea(), (60, 10, 330, 280))
