@@ -161,6 +161,52 @@ def test_a_textured_grey_strap_is_no_shadow(cat, monkeypatch):
     assert expansion(strap, cut, matrix) < 0.005
 
 
+def _handle(image: np.ndarray, alpha: np.ndarray, thick: float, gap: float = 0.0) -> np.ndarray:
+    """`image` with an arc over the product's top, ends standing on it, in two of the
+    product's colours as stripes across it (a structure of its own, not the product's):
+    `thick` and `gap` (left open at its top) as fractions of the product's width."""
+    inside = alpha > 0.5
+    x0, y0, w, h = cv2.boundingRect(inside.astype(np.uint8))
+    colours = np.quantile(image[inside], (0.3, 0.7), axis=0)
+    arc = np.zeros(alpha.shape, np.uint8)
+    centre, axes = (x0 + w // 2, y0 + h // 3), (round(0.3 * w), h // 3 + round(0.3 * h))
+    cv2.ellipse(arc, centre, axes, 0, 180, 360, 1, max(2, round(thick * w)))
+    if gap:
+        arc[:, centre[0] - round(gap * w / 2):centre[0] + round(gap * w / 2)] = 0
+    stripes = (np.arange(alpha.shape[1]) // 6 % 2).astype(bool)[None, :].repeat(alpha.shape[0], 0)
+    out = image.copy()
+    paint = (arc > 0) & ~inside
+    out[paint & stripes], out[paint & ~stripes] = colours[0], colours[1]
+    return out
+
+
+def test_a_handle_enclosing_background_counts_though_unlike_the_product(cat, monkeypatch):
+    """A striped handle in the product's colours over its top: its stripes are like no part of
+    the product, so the structure test rejects it, but with the product it encloses the
+    background, so it counts. Left open at its top, it encloses nothing and does not."""
+    cut = prepare_cutout(cat)
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 500))
+    matrix = known_placement(scale, ox, oy).matrix
+    handle, broken = _handle(image, alpha, 0.05), _handle(image, alpha, 0.05, gap=0.15)
+    assert expansion(handle, cut, matrix) > ProductThresholds().expansion_max
+    assert expansion(broken, cut, matrix) < 0.01
+    monkeypatch.setattr(expansion_module, "ENCLOSED_MIN", math.inf)
+    assert expansion(handle, cut, matrix) < 0.01
+
+
+def test_a_wide_patch_with_holes_is_no_handle(cat, monkeypatch):
+    """The same arc drawn so thick that it is a patch of the product's colours over its top
+    with only a sliver of background inside: it encloses background, but less than
+    ENCLOSED_RATIO of its own area, so it is not counted as a handle (without that ratio it
+    would be)."""
+    cut = prepare_cutout(cat)
+    image, alpha, (scale, ox, oy), _ = product_cases.paste(_studio(), cat, 1.2, (450, 500))
+    m = measuring_crop(_handle(image, alpha, 0.28), cut, known_placement(scale, ox, oy).matrix)
+    assert expansion_module.expansion_in(m) < 0.01
+    monkeypatch.setattr(expansion_module, "ENCLOSED_RATIO", 0.0)
+    assert expansion_module.expansion_in(m) > ProductThresholds().expansion_max
+
+
 def test_expansion_is_nan_without_background_to_compare(cat):
     """A product filling the whole frame leaves no background reference."""
     square = np.ascontiguousarray(cat[40:240, 100:300])

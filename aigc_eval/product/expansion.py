@@ -36,7 +36,14 @@ Definition (on a grid where the product's long side is <= 128 px):
   Groups under 15 px, or flat (no channel's spread over 3 levels), cannot be verified and do
   not count. A second copy, or a part that continues the product's own pattern, passes; a
   background that only shares the product's colours (a gradient, a blurred photo) does not.
-  A new part with a structure of its own (a strap that was never there) is missed.
+* A group that fails that test still counts when it is shaped like a handle: with the product
+  (M dilated by the ring) it encloses background, after a 5x5 closing (which bridges a thin
+  part broken by JPEG), that M with the ring does not enclose alone, at least 3 % of M's area
+  and at least 0.42 x the group's own area (a strap encloses more than half its own area; a
+  patch of the product's colours around the product with a few holes in it encloses far less:
+  a saucer in the background photo around a pasted cup, 0.07-0.37). So a strap with a
+  structure of its own is caught when it is proposed whole; one broken by colours unlike the
+  product's, or on a background in the product's colours, is missed.
 * `product_expansion` = the verified pixels' count as a share of M's area. NaN when the crop
   holds fewer than 200 background reference pixels (the product fills the frame: there is no
   background to tell the product from).
@@ -64,6 +71,8 @@ VERIFY_INSIDE = 0.7        # ... at a shift where this share of it falls inside 
                            # (0.8 until session 18: the tuned astronaut's strap lies 73 % inside
                            # at its source, the rest of its texture is the gravel beside the head)
 VERIFY_MIN_PX = 15         # smaller groups cannot be verified
+ENCLOSED_MIN = 0.03        # background newly enclosed by grown content, of the product's area
+ENCLOSED_RATIO = 0.42      # ... and of the grown group's own area
 _BINS = (4, 32, 32)
 _RANGES = [0, 256, 0, 256, 0, 256]
 
@@ -180,9 +189,40 @@ def expansion_in(m: MeasuringCrop, ratio: float = LIKELIHOOD_RATIO) -> float:
     grown = attached[labels] & candidate
     # Converted once for every group's template searches.
     lab_float, mask_float = lab.astype(np.float32), mask.astype(np.float32)
-    verified = sum(_looks_like_product(lab_float, mask_float, grown & (labels == i))
-                   for i in np.unique(labels[grown]))
+    base = _enclosed(_closed(ring_outer))  # what the outline encloses by itself
+    verified = 0
+    for i in np.unique(labels[grown]):
+        group = grown & (labels == i)
+        verified += (_looks_like_product(lab_float, mask_float, group)
+                     or _encloses(group, ring_outer, base, area))
     return float(verified / area)
+
+
+def _enclosed(solid: np.ndarray) -> np.ndarray:
+    """The pixels outside the boolean `solid` that no 4-connected path joins to the border."""
+    count, labels = cv2.connectedComponents((~solid).astype(np.uint8), connectivity=4)
+    keep = np.ones(count, bool)
+    keep[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = False
+    keep[0] = False  # the solid itself
+    return keep[labels]
+
+
+_DISC5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
+def _closed(solid: np.ndarray) -> np.ndarray:
+    """`solid` after a 5x5 closing, which bridges the JPEG-broken pixels of a thin part."""
+    return cv2.morphologyEx(solid.astype(np.uint8), cv2.MORPH_CLOSE, _DISC5) > 0
+
+
+def _encloses(group: np.ndarray, ring_outer: np.ndarray, base: np.ndarray, area: int) -> int:
+    """The pixel count of `group` when, with the product (its outline's ring), it encloses
+    background that the outline alone (`base`) does not, at least ENCLOSED_MIN of the product's
+    `area` and ENCLOSED_RATIO of its own: a strap or handle whose ends stand on the product,
+    not a wide patch of the product's colours with a few holes in it. Else 0."""
+    size = int(group.sum())
+    enclosed = int((_enclosed(_closed(ring_outer | group)) & ~base & ~ring_outer).sum())
+    return size if enclosed >= max(ENCLOSED_MIN * area, ENCLOSED_RATIO * size) else 0
 
 
 def _looks_like_product(lab: np.ndarray, mask: np.ndarray, group: np.ndarray) -> int:
