@@ -159,7 +159,7 @@ def test_confusion_table(results, capsys):
     held_flag = [name for name in held["caught"] if "/grown/" not in name]
     assert len(held_flag) >= 0.97 * (len(held["flag"]) - len(held["grown"])), held["missed"]
     assert not held["not_found"], held["not_found"]
-    assert len(held["grown_caught"]) >= 0.8 * len(held["grown"]), held["missed"]
+    assert len(held["grown_caught"]) >= 0.85 * len(held["grown"]), held["missed"]
     # The fresh part as first measured: 2 false alarms, 59/60, 1 not found; these bars hold it
     # at the levels after the changes made since (docs/product_checks.md).
     fresh = _rates(results, FRESH)
