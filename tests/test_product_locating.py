@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from aigc_eval.product import geometry as geo
 from aigc_eval.product import names
 from aigc_eval.product.check import check_product
 from aigc_eval.product.comparison import tile_agreement
 from aigc_eval.product.composition import PROFILES
 from aigc_eval.product.cutout import prepare_cutout
 from aigc_eval.product.locate import locate
+from aigc_eval.product.placement import near, placement_ambiguity, placement_of
 
 import product_cases
 
@@ -29,6 +31,30 @@ def _textured(h: int, w: int) -> np.ndarray:
     """A crop of scikit-image's gravel photo (CC0, grey levels) as the template."""
     gray = product_cases.background("gravel", w, h)[..., 1]
     return np.ascontiguousarray(gray)
+
+
+def test_placement_ambiguity_is_the_best_clearly_different_rival_over_the_winner():
+    """A 100 x 200 px product placed at scale 1: a rival 5 % larger at the same centre is the
+    same placement (near); one 20 % larger, or moved by 30 px (15 % of its size), is a rival."""
+    rgba = np.zeros((120, 220, 4), np.uint8)
+    rgba[10:110, 10:210] = (200, 120, 40, 255)
+    cut = prepare_cutout(rgba)
+    assert cut.mask.shape == (100, 200)
+
+    def placed(scale, dx, confidence):
+        # Scaled about the product's centre (100, 50 in the cropped cut-out), then moved.
+        matrix = geo.compose(geo.translation(400 + dx, 300),
+                             geo.similarity(scale, 0.0, 0.0, 0.0), geo.translation(-100, -50))
+        return matrix, placement_of(matrix, cut, confidence, 0.0, "template", True)
+
+    best_matrix, best = placed(1.0, 0, 0.8)
+    same = placed(1.05, 0, 0.79)
+    larger, moved = placed(1.2, 0, 0.6), placed(1.0, 30, 0.4)
+    assert near(same[0], best_matrix, cut)
+    assert not near(larger[0], best_matrix, cut) and not near(moved[0], best_matrix, cut)
+    assert placement_ambiguity(best, [best, same[1]], cut) == 0.0
+    assert placement_ambiguity(best, [best, same[1], larger[1], moved[1]], cut) == \
+        pytest.approx(0.6 / 0.8)
 
 
 def test_tile_agreement_is_the_share_of_tiles_that_still_match():

@@ -55,3 +55,25 @@ def placement_of(matrix_crop: np.ndarray, cut: Cutout, confidence: float, stretc
     scale, rotation = geo.decompose(matrix)
     return Placement(found, scale, rotation, float(matrix[0, 2]), float(matrix[1, 2]),
                      confidence, matrix, stretch_value, method)
+
+
+def near(a: np.ndarray, b: np.ndarray, cut: Cutout) -> bool:
+    """Placement `a` within 10 % of placement `b` in scale and in centre (of `b`'s product
+    size); both cropped cut-out -> canvas px."""
+    h, w = cut.mask.shape
+    centre = np.array([w / 2.0, h / 2.0, 1.0])
+    scale_a, scale_b = geo.decompose(a)[0], geo.decompose(b)[0]
+    return (abs(scale_a / scale_b - 1.0) <= 0.1
+            and float(np.linalg.norm(a @ centre - b @ centre)) <= 0.1 * scale_b * max(h, w))
+
+
+def placement_ambiguity(best: Placement, evaluated: list[Placement], cut: Cutout) -> float:
+    """placement_ambiguity: the highest confidence among the evaluated placements that differ
+    clearly from the winner (not `near` it), over the winner's; 0 when none was evaluated.
+    Near 1: two placements fit about equally (rotationally symmetric products, repeated
+    patterns), so the placement may be wrong."""
+    to_crop = geo.translation(cut.origin[0], cut.origin[1])
+    here = geo.compose(best.matrix, to_crop)
+    rivals = [p.confidence for p in evaluated
+              if not near(geo.compose(p.matrix, to_crop), here, cut)]
+    return min(1.0, max(rivals) / best.confidence) if rivals and best.confidence > 0 else 0.0
