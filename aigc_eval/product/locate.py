@@ -13,7 +13,8 @@ Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
    (template_search.py: cv2.matchTemplate, TM_CCOEFF_NORMED, grey) on a coarse canvas (long side
    128 px); its best peaks (up to 5, across sizes; each also turned by 10 deg when that fits
    clearly better) are each refined and verified. A plain (textureless, one-colour) cut-out's
-   placements are then re-placed and judged by its silhouette (silhouette.py).
+   placements are then re-placed and judged by its silhouette (silhouette.py); a one-colour
+   cut-out with texture (brushed steel) is re-placed and found by it where it is strong.
 3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
    product's comparison size (<= 192 px long side), kept only if it raises the correlation.
 
@@ -36,9 +37,14 @@ from .comparison import TILE_MIN_JUDGED, TILE_MIN_MATCHED, Tiles, correlation, t
 from .composition import visible_share
 from .cutout import Cutout
 from .outline import outline_support
-from .placement import NOT_FOUND, Placement, placement_of
-from .silhouette import found_by_silhouette, plain_product, silhouette_at, silhouette_fit
+from .placement import NOT_FOUND, Placement, near, placement_ambiguity, placement_of
+from .silhouette import (SILHOUETTE_STRONG, SilhouetteFit, found_by_silhouette, one_colour,
+                         plain_product, silhouette_at, silhouette_fit)
 from .template_search import template_candidates
+
+
+ONE_COLOUR_MIN_CORRELATION = 0.3  # a textured one-colour product's template placement that
+                                  # is also placed by its silhouette (when strong)
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -288,7 +294,16 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
 
     best: Placement = NOT_FOUND
     centre = (cut.mask.shape[1] / 2.0, cut.mask.shape[0] / 2.0)
+
+    def placed_by(fit: SilhouetteFit) -> tuple[np.ndarray, np.ndarray, float]:
+        """A silhouette fit's placement, its nearest similarity and its grey correlation."""
+        sim = geo.nearest_similarity(fit.matrix_crop, centre)
+        confidence, _ = correlation_at(generated, cut, geo.compose(
+            sim, geo.translation(-cut.origin[0], -cut.origin[1])), refine_long_side)
+        return fit.matrix_crop, sim, confidence
+
     evaluated: list[Placement] = []
+    fitted: list[np.ndarray] = []  # where silhouettes were searched (nearby starts end alike)
     for name, affine in candidates():
         if affine is None:
             continue
@@ -313,13 +328,14 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             fit = None if _over_edge(cut, refined, generated) else silhouette_fit(
                 generated, cut, refined)
             if fit is not None:
-                refined = fit.matrix_crop
-                sim = geo.nearest_similarity(refined, centre)
-                confidence, _ = correlation_at(generated, cut, geo.compose(
-                    sim, geo.translation(-cut.origin[0], -cut.origin[1])), refine_long_side)
+                refined, sim, confidence = placed_by(fit)
             contrast = fit.r2 if fit is not None else silhouette_at(generated, cut, refined)
             found = (confidence >= min_damaged_confidence
                      and found_by_silhouette(generated, cut, refined, contrast, confidence))
+        elif (name == "template" and plausible and confidence >= ONE_COLOUR_MIN_CORRELATION
+              and (fit := _strong_silhouette(generated, cut, refined, fitted)) is not None):
+            (refined, sim, confidence), contrast = placed_by(fit), fit.r2
+            found = confidence >= min_damaged_confidence
         elif plausible and not found:
             outline = outline_support(generated, cut, refined)
             found = outline >= min_outline_support and confidence >= min_damaged_confidence
@@ -344,7 +360,11 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             # and is larger: the placement consistent with the frame (a product cut off at the
             # edge rather than shrunk to fit inside).
             lead = min(0.02, 0.5 * (1.0 - best.confidence))
-            if placement.found and not math.isnan(placement.silhouette):
+            if math.isnan(placement.silhouette) != math.isnan(best.silhouette):
+                # A strong silhouette outranks any correlation without one.
+                if placement.found and not math.isnan(placement.silhouette):
+                    best = placement
+            elif placement.found and not math.isnan(placement.silhouette):
                 # A textureless product correlates about as well anywhere inside it: the
                 # silhouette decides, with the correlation.
                 if (placement.silhouette * placement.confidence
@@ -358,7 +378,9 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             continue
         if placement.found or placement.confidence > best.confidence:
             best = placement
-    return replace(best, ambiguity=_ambiguity(best, evaluated, cut)) if best.found else best
+    if not best.found:
+        return best
+    return replace(best, ambiguity=placement_ambiguity(best, evaluated, cut))
 
 
 def _over_edge(cut: Cutout, matrix_crop: np.ndarray, generated: np.ndarray) -> bool:
@@ -368,15 +390,16 @@ def _over_edge(cut: Cutout, matrix_crop: np.ndarray, generated: np.ndarray) -> b
     return visible_share(cut, matrix, (generated.shape[1], generated.shape[0])) < 0.99
 
 
-def _ambiguity(best: Placement, evaluated: list[Placement], cut: Cutout) -> float:
-    """placement_ambiguity: the highest confidence among the evaluated placements that differ
-    clearly from the winner (scale by > 10 % or centre by > 10 % of the product's size), over
-    the winner's; 0 when none was evaluated. Near 1: two placements fit about equally
-    (rotationally symmetric products, repeated patterns), so the placement may be wrong."""
-    h, w = cut.mask.shape
-    centre = np.array([cut.origin[0] + w / 2.0, cut.origin[1] + h / 2.0, 1.0])
-    here = best.matrix @ centre
-    rivals = [p.confidence for p in evaluated
-              if abs(p.scale / best.scale - 1.0) > 0.1
-              or np.linalg.norm(p.matrix @ centre - here) > 0.1 * best.scale * max(h, w)]
-    return min(1.0, max(rivals) / best.confidence) if rivals and best.confidence > 0 else 0.0
+def _strong_silhouette(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
+                       fitted: list[np.ndarray]) -> SilhouetteFit | None:
+    """For a one-colour cut-out with texture (brushed steel), whose texture keeps it off the
+    silhouette path and whose grey correlation barely tells its placements apart: the
+    silhouette fit near the template placement `matrix_crop` when it is strong (R² >=
+    `SILHOUETTE_STRONG`), which then places and finds the product; else None. Not over the
+    frame's edge, and not again near a start already in `fitted` (to which it is added)."""
+    if (not one_colour(cut) or _over_edge(cut, matrix_crop, generated)
+            or any(near(matrix_crop, start, cut) for start in fitted)):
+        return None
+    fitted.append(matrix_crop)
+    fit = silhouette_fit(generated, cut, matrix_crop, SILHOUETTE_STRONG - 0.1)
+    return fit if fit is not None and fit.r2 >= SILHOUETTE_STRONG else None

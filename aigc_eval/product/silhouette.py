@@ -31,7 +31,11 @@ R² >= `SILHOUETTE_MIN` where its shading is the cut-out's (grey correlation >= 
 or its colours are (median CIEDE2000 under the placement <= `COLOUR_AGREE_DE`): without texture,
 shape, shading and colour are all there is to recognise. A smooth gradient of the background
 correlates with the shading of an absent product up to about 0.95 (dev set), a present one,
-recoloured or not, from 0.97."""
+recoloured or not, from 0.97. A one-colour cut-out with texture (`one_colour`, a brushed-steel
+decal) keeps the template path's rules, but a template placement of it correlating >= 0.3 is
+re-placed and found by its silhouette where that is strong (R² >= `SILHOUETTE_STRONG`; its fine
+search is skipped when the coarse R² is 0.1 under that): its grey correlation barely tells a
+placement on a part of itself from the right one."""
 
 from __future__ import annotations
 
@@ -81,9 +85,14 @@ def colour_spread(cut: Cutout) -> float:
     return _interior_measures(cut)[1]
 
 
+def one_colour(cut: Cutout) -> bool:
+    """Of one colour, shading and texture aside (`colour_spread` <= `COLOUR_SPREAD_MAX`)."""
+    return colour_spread(cut) <= COLOUR_SPREAD_MAX
+
+
 def plain_product(cut: Cutout) -> bool:
     """Textureless and of one colour, shading aside: the products the two-region model fits."""
-    return textured_share(cut) < TEXTURED_SHARE_MIN and colour_spread(cut) <= COLOUR_SPREAD_MAX
+    return textured_share(cut) < TEXTURED_SHARE_MIN and one_colour(cut)
 
 
 def _interior_measures(cut: Cutout) -> tuple[float, float]:
@@ -230,14 +239,15 @@ def _search(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray, long_si
     return best
 
 
-def silhouette_fit(generated: np.ndarray, cut: Cutout,
-                   matrix_crop: np.ndarray) -> SilhouetteFit | None:
+def silhouette_fit(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
+                   min_coarse: float = 0.0) -> SilhouetteFit | None:
     """The placement near `matrix_crop` (cropped cut-out -> canvas px) of the RGB uint8
     `generated` where the product's silhouette is strongest (see the module docstring); None
-    when no placement fits the frame."""
+    when no placement fits the frame. The coarse grid's fit is returned as it is when its R² is
+    under `min_coarse` (a caller that needs a strong silhouette saves the fine search)."""
     coarse = _search(generated, cut, matrix_crop, *COARSE)
-    if coarse is None:
-        return None
+    if coarse is None or coarse.r2 < min_coarse:
+        return coarse
     return _search(generated, cut, coarse.matrix_crop, *FINE) or coarse
 
 
