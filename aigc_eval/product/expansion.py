@@ -39,9 +39,9 @@ Definition (on a grid where the product's long side is <= 128 px):
 * A group that fails that test still counts when it is shaped like a handle: with the product
   (M dilated by the ring) it encloses background, after a 5x5 closing (which bridges a thin
   part broken by JPEG), that M with the ring does not enclose alone, at least 3 % of M's area
-  and at least 0.42 x the group's own area (a strap encloses more than half its own area; a
-  patch of the product's colours around the product with a few holes in it encloses far less:
-  a saucer in the background photo around a pasted cup, 0.07-0.37). So a strap with a
+  and at least 0.42 x the group's own area (the dev set's straps enclose 0.47 x theirs and
+  more; a patch of the product's colours around the product with a few holes in it encloses
+  less: a saucer in the background photo around a pasted cup, 0.07-0.37). So a strap with a
   structure of its own is caught when it is proposed whole; one broken by colours unlike the
   product's, or on a background in the product's colours, is missed.
 * `product_expansion` = the verified pixels' count as a share of M's area. NaN when the crop
