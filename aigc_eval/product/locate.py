@@ -14,7 +14,8 @@ Search, at a bounded resolution (canvas long side <= 512 px, cut-out <= 256 px):
    128 px); its best peaks (up to 5, across sizes; each also turned by 10 deg when that fits
    clearly better) are each refined and verified. A plain (textureless, one-colour) cut-out's
    placements are then re-placed and judged by its silhouette (silhouette.py); a one-colour
-   cut-out with texture (brushed steel) is re-placed and found by it where it is strong.
+   cut-out with texture (brushed steel) is re-placed and found by it where it is strong, turned
+   by a few degrees when no placement's is (one_colour.py).
 3. ECC refinement (cv2.findTransformECCWithMask, affine motion, template mask = product) at the
    product's comparison size (<= 192 px long side), kept only if it raises the correlation.
 
@@ -36,10 +37,11 @@ from . import geometry as geo
 from .comparison import TILE_MIN_JUDGED, TILE_MIN_MATCHED, Tiles, correlation, tile_agreement
 from .composition import visible_share
 from .cutout import Cutout
+from .one_colour import OneColourSearch
 from .outline import outline_support
-from .placement import NOT_FOUND, Placement, near, placement_ambiguity, placement_of
-from .silhouette import (SILHOUETTE_STRONG, SilhouetteFit, found_by_silhouette, one_colour,
-                         plain_product, silhouette_at, silhouette_fit)
+from .placement import NOT_FOUND, Placement, placement_ambiguity, placement_of
+from .silhouette import (SilhouetteFit, found_by_silhouette, plain_product, silhouette_at,
+                         silhouette_fit)
 from .template_search import template_candidates
 
 
@@ -303,7 +305,7 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
         return fit.matrix_crop, sim, confidence
 
     evaluated: list[Placement] = []
-    fitted: list[np.ndarray] = []  # where silhouettes were searched (nearby starts end alike)
+    one_colour = OneColourSearch(generated, cut)
     for name, affine in candidates():
         if affine is None:
             continue
@@ -333,7 +335,8 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             found = (confidence >= min_damaged_confidence
                      and found_by_silhouette(generated, cut, refined, contrast, confidence))
         elif (name == "template" and plausible and confidence >= ONE_COLOUR_MIN_CORRELATION
-              and (fit := _strong_silhouette(generated, cut, refined, fitted)) is not None):
+              and not _over_edge(cut, refined, generated)
+              and (fit := one_colour.strong(refined)) is not None):
             (refined, sim, confidence), contrast = placed_by(fit), fit.r2
             found = confidence >= min_damaged_confidence
         elif plausible and not found:
@@ -378,6 +381,16 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             continue
         if placement.found or placement.confidence > best.confidence:
             best = placement
+    if math.isnan(best.silhouette) and (fit := one_colour.turned()) is not None:
+        # No placement had a strong silhouette, one turned by a few degrees has: it outranks
+        # every placement without one.
+        refined, sim, confidence = placed_by(fit)
+        placement = replace(placement_of(sim, cut, confidence, geo.stretch(refined), "template",
+                                         confidence >= min_damaged_confidence),
+                            silhouette=fit.r2)
+        evaluated.append(placement)
+        if placement.found:
+            best = placement
     if not best.found:
         return best
     return replace(best, ambiguity=placement_ambiguity(best, evaluated, cut))
@@ -388,18 +401,3 @@ def _over_edge(cut: Cutout, matrix_crop: np.ndarray, generated: np.ndarray) -> b
     outside the frame."""
     matrix = geo.compose(matrix_crop, geo.translation(-cut.origin[0], -cut.origin[1]))
     return visible_share(cut, matrix, (generated.shape[1], generated.shape[0])) < 0.99
-
-
-def _strong_silhouette(generated: np.ndarray, cut: Cutout, matrix_crop: np.ndarray,
-                       fitted: list[np.ndarray]) -> SilhouetteFit | None:
-    """For a one-colour cut-out with texture (brushed steel), whose texture keeps it off the
-    silhouette path and whose grey correlation barely tells its placements apart: the
-    silhouette fit near the template placement `matrix_crop` when it is strong (R² >=
-    `SILHOUETTE_STRONG`), which then places and finds the product; else None. Not over the
-    frame's edge, and not again near a start already in `fitted` (to which it is added)."""
-    if (not one_colour(cut) or _over_edge(cut, matrix_crop, generated)
-            or any(near(matrix_crop, start, cut) for start in fitted)):
-        return None
-    fitted.append(matrix_crop)
-    fit = silhouette_fit(generated, cut, matrix_crop, SILHOUETTE_STRONG - 0.1)
-    return fit if fit is not None and fit.r2 >= SILHOUETTE_STRONG else None

@@ -32,10 +32,8 @@ or its colours are (median CIEDE2000 under the placement <= `COLOUR_AGREE_DE`): 
 shape, shading and colour are all there is to recognise. A smooth gradient of the background
 correlates with the shading of an absent product up to about 0.95 (dev set), a present one,
 recoloured or not, from 0.97. A one-colour cut-out with texture (`one_colour`, a brushed-steel
-decal) keeps the template path's rules, but a template placement of it correlating >= 0.3 is
-re-placed and found by its silhouette where that is strong (R² >= `SILHOUETTE_STRONG`; its fine
-search is skipped when the coarse R² is 0.1 under that): its grey correlation barely tells a
-placement on a part of itself from the right one."""
+decal) keeps the template path's rules, but its template placements correlating >= 0.3 are
+re-placed and found by its silhouette where that is strong (one_colour.py)."""
 
 from __future__ import annotations
 
