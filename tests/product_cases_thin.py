@@ -7,7 +7,9 @@ reports it.
 Each silhouette is pasted at 60 % of the canvas, turned by -13, -7, 0, 7 and 11 degrees, on the
 tuned part's backgrounds (scikit-image's data and studio gradients, tests/product_cases.py),
 JPEG 92: 20 benign cases, the true placement known; and each is looked for in four frames
-without it (three empty backgrounds, one holding another product): 16 absent cases."""
+without it (three empty backgrounds, one holding another product): 16 absent cases. Cut off
+(`build_thin_cut_off_cases`): each at 75 % of the canvas, low in the frame so that its legs,
+20-26 % of its area, lie below the frame's edge, on six backgrounds: 24 cases."""
 
 from __future__ import annotations
 
@@ -80,4 +82,22 @@ def build_thin_cases(products: dict[str, np.ndarray]) -> list[pc.Case]:
                 image, *_ = pc.place_on(image, pc._with_segmented_alpha(products[other]), 0.5)
             cases.append(pc.Case(f"{THIN}/absent/{name}/{bg}/{j}", "absent", name,
                                  pc.encode(image, "jpg90"), part=THIN))
+    return cases
+
+
+CUT_OFF_BACKGROUNDS = ("studio", "gravel", "brick", "studio_warm", "grass", "rocket")
+
+
+def build_thin_cut_off_cases(products: dict[str, np.ndarray]) -> list[pc.Case]:
+    """The 24 cut-off cases (kind "cut_off", notes["outside"] the share out of the frame)."""
+    cases = []
+    for k, name in enumerate(SILHOUETTES):
+        composite = pc._with_segmented_alpha(products[name])
+        for j, bg in enumerate(CUT_OFF_BACKGROUNDS):
+            base = pc.background(bg, *pc.CANVASES[(k + j) % len(pc.CANVASES)])
+            image, _, truth, outside = pc.place_on(base, composite, 0.75, (0.5, 0.78),
+                                                   min_outside=0.2)
+            cases.append(pc.Case(f"{THIN}/cut_off/{name}/{bg}", "cut_off", name,
+                                 pc.encode(image, "jpg90"), truth=truth, part=THIN,
+                                 notes={"outside": outside}))
     return cases

@@ -27,7 +27,9 @@ FINE_STEPS = 5             # ... over scales x1.03^-5 .. x1.03^5 around the peak
 FINE_ANGLES = (-10.0, 10.0)  # ... and these turns (deg): ECC converges from within ~9 deg
 FINE_TURN_GAIN = 0.05      # ... a turned fit is verified too when it correlates this much better,
 FINE_TURN_RESIDUAL = 0.5   # ... or leaves at most this share of the unturned fit's 1 - r
-FRAME_PAD = 0.3            # a template may hang this share of its size over the frame's edge
+FRAME_PAD = 0.45           # a template may hang this share of its size over the frame's edge
+                           # (0.3 until session 22: thin decals with their legs cut off,
+                           # 20-26 % of their area, named cut off in 4 of 24 dev cases, 11 now)
 MIN_VISIBLE = 0.7          # ... keeping at least this share of its mask inside the frame
 EDGE_PEAKS = 1             # ... over its edge: the best of each size third, and this many - 1 others
 
