@@ -16,9 +16,14 @@ from product_cases_thin import build_thin_cases, build_thin_cut_off_cases, build
 
 
 @pytest.fixture(scope="module")
-def thin():
-    products = build_thin_products()
-    return {name: prepare_cutout(image) for name, image in products.items()}, build_thin_cases(products)
+def thin_products():
+    return build_thin_products()
+
+
+@pytest.fixture(scope="module")
+def thin(thin_products):
+    cutouts = {name: prepare_cutout(image) for name, image in thin_products.items()}
+    return cutouts, build_thin_cases(thin_products)
 
 
 def _placed_right(case, placement) -> bool:
@@ -91,12 +96,12 @@ def test_thin_products_absent_are_mostly_not_found(thin, capsys):
     assert len(found) <= 5  # a known weakness: a smooth decal correlates with smooth spots
 
 
-def test_thin_products_cut_off_by_the_frame_are_named(thin, capsys, monkeypatch):
+def test_thin_products_cut_off_by_the_frame_are_named(thin, thin_products, capsys, monkeypatch):
     """Their legs below the frame's edge, 20-26 % of their area: a template hanging 30 % of its
     size over the edge (FRAME_PAD until session 22) reaches few of them (and 16 of the 24 were
     then product_not_found, measured when the set was built)."""
     cutouts, _ = thin
-    cases = build_thin_cut_off_cases(build_thin_products())
+    cases = build_thin_cut_off_cases(thin_products)
 
     def named(results):
         return [case.name for case, result in results if "product_cut_off" in result.issues]

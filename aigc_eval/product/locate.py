@@ -297,12 +297,12 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
     best: Placement = NOT_FOUND
     centre = (cut.mask.shape[1] / 2.0, cut.mask.shape[0] / 2.0)
 
-    def placed_by(fit: SilhouetteFit) -> tuple[np.ndarray, np.ndarray, float]:
-        """A silhouette fit's placement, its nearest similarity and its grey correlation."""
+    def placed_by(fit: SilhouetteFit) -> tuple[np.ndarray, float]:
+        """A silhouette fit's nearest similarity and its grey correlation."""
         sim = geo.nearest_similarity(fit.matrix_crop, centre)
         confidence, _ = correlation_at(generated, cut, geo.compose(
             sim, geo.translation(-cut.origin[0], -cut.origin[1])), refine_long_side)
-        return fit.matrix_crop, sim, confidence
+        return sim, confidence
 
     evaluated: list[Placement] = []
     one_colour = OneColourSearch(generated, cut)
@@ -330,14 +330,16 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
             fit = None if _over_edge(cut, refined, generated) else silhouette_fit(
                 generated, cut, refined)
             if fit is not None:
-                refined, sim, confidence = placed_by(fit)
+                refined = fit.matrix_crop
+                sim, confidence = placed_by(fit)
             contrast = fit.r2 if fit is not None else silhouette_at(generated, cut, refined)
             found = (confidence >= min_damaged_confidence
                      and found_by_silhouette(generated, cut, refined, contrast, confidence))
         elif (name == "template" and plausible and confidence >= ONE_COLOUR_MIN_CORRELATION
               and not _over_edge(cut, refined, generated)
               and (fit := one_colour.strong(refined)) is not None):
-            (refined, sim, confidence), contrast = placed_by(fit), fit.r2
+            refined, contrast = fit.matrix_crop, fit.r2
+            sim, confidence = placed_by(fit)
             found = confidence >= min_damaged_confidence
         elif plausible and not found:
             outline = outline_support(generated, cut, refined)
@@ -384,9 +386,9 @@ def locate(generated: np.ndarray, cut: Cutout, *, min_confidence: float = 0.3,
     if math.isnan(best.silhouette) and (fit := one_colour.turned()) is not None:
         # No placement had a strong silhouette, one turned by a few degrees has: it outranks
         # every placement without one.
-        refined, sim, confidence = placed_by(fit)
-        placement = replace(placement_of(sim, cut, confidence, geo.stretch(refined), "template",
-                                         confidence >= min_damaged_confidence),
+        sim, confidence = placed_by(fit)
+        placement = replace(placement_of(sim, cut, confidence, geo.stretch(fit.matrix_crop),
+                                         "template", confidence >= min_damaged_confidence),
                             silhouette=fit.r2)
         evaluated.append(placement)
         if placement.found:
